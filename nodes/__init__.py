@@ -1,0 +1,1 @@
+"""Thin ComfyUI nodes of the pack; the numerics live in ``kernels/``."""

@@ -1,0 +1,37 @@
+"""Node "Load Wan DiT (GGUF)": a Wan 2.1 DiT from a .gguf file, weights dequantised per layer at run time."""
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from .gguf_model import COMPUTE_DTYPES, load_wan_gguf
+from .model_files import list_model_files, resolve_model_file
+
+GGUF_EXTENSIONS = {".gguf"}
+
+
+class LoadWanDiTGGUF(io.ComfyNode):
+    """Loads a GGUF Wan 2.1 DiT (e.g. Q6_K) so a 14B model fits a 24 GB GPU."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="WanAccelLoadDiTGGUF",
+            display_name="Load Wan DiT (GGUF)",
+            category="wan-accel/loaders",
+            description="Loads a Wan 2.1 diffusion model from a .gguf file in models/diffusion_models or "
+                        "models/unet. Weights stay quantised in memory and are dequantised per layer, on the "
+                        "compute device, at every forward; LoRAs apply after dequantisation.",
+            inputs=[
+                io.Combo.Input("unet_name", options=list_model_files("diffusion_models", GGUF_EXTENSIONS),
+                               tooltip="GGUF file, e.g. wan2.1-i2v-14b-480p-Q6_K.gguf"),
+                io.Combo.Input("compute_dtype", options=["auto", *COMPUTE_DTYPES], default="auto",
+                               tooltip="dtype the weights are dequantised to and the DiT computes in; "
+                                       "auto follows the host's choice for the device"),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, unet_name: str, compute_dtype: str) -> io.NodeOutput:
+        loaded = load_wan_gguf(resolve_model_file("diffusion_models", unet_name), compute_dtype)
+        return io.NodeOutput(loaded.patcher, ui=ui.PreviewText(loaded.summary()))

@@ -1,0 +1,118 @@
+"""Builds the host's Wan 2.1 model from a GGUF file, weights kept quantised (host glue, no numerics)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import comfy.model_detection
+import comfy.model_management
+import comfy.model_patcher
+import torch
+
+from ..kernels.gguf import DEQUANTIZE_TYPES, dequantize
+from ..kernels.gguf.reader import GGUFFileError, GGUFModelFile, read_gguf
+from .gguf_ops import make_gguf_operations
+
+WAN_ARCHITECTURES = {"wan", None}
+"""``general.architecture`` values accepted: ours/ComfyUI-GGUF's ``wan``, or none (older converters)."""
+
+KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+log = logging.getLogger("wan_accel")
+
+
+@dataclass(frozen=True)
+class LoadedGGUFModel:
+    """The host model plus what the node reports about it."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    source: GGUFModelFile
+    compute_dtype: torch.dtype
+    resident_weight_bytes: int
+
+    def summary(self) -> str:
+        types = ", ".join(f"{name} x{count}" for name, count in sorted(self.source.type_counts().items()))
+        return (f"{self.source.path.name}: {types}; weights in memory {self.resident_weight_bytes / 2**20:.1f} MiB "
+                f"(file {self.source.file_size / 2**20:.1f} MiB), compute {str(self.compute_dtype).split('.')[-1]}")
+
+
+def _model_state_dict(gguf_file: GGUFModelFile) -> dict:
+    """Host key names; float tensors become plain tensors, quantised weights stay raw for our layers."""
+    state_dict = {}
+    for name, tensor in gguf_file.tensors.items():
+        for prefix in KEY_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        if tensor.is_float:
+            state_dict[name] = tensor.to_float_tensor()
+        elif len(tensor.shape) < 2:
+            state_dict[name] = dequantize(tensor.data, tensor.qtype, tensor.shape)
+        else:
+            state_dict[name] = tensor
+    return state_dict
+
+
+def _check_types(gguf_file: GGUFModelFile) -> None:
+    unsupported = sorted({t.qtype.name for t in gguf_file.tensors.values() if t.qtype not in DEQUANTIZE_TYPES})
+    if unsupported:
+        supported = ", ".join(t.name for t in DEQUANTIZE_TYPES)
+        raise GGUFFileError(f"{gguf_file.path.name} holds GGUF types {', '.join(unsupported)}, which this loader "
+                            f"cannot dequantise (supported: {supported}); use a Q6_K or Q8_0 file, or convert "
+                            "one with `python -m wan_accel.convert`")
+
+
+def _detect_wan_config(state_dict: dict, path: Path):
+    shapes = {name: torch.empty(tuple(tensor.shape), device="meta") for name, tensor in state_dict.items()}
+    model_config = comfy.model_detection.model_config_from_unet(shapes, "")
+    if model_config is None:
+        raise GGUFFileError(f"{path.name} is not a diffusion model the host recognises; this loader expects a "
+                            "Wan 2.1 DiT (head.modulation, patch_embedding, blocks.N)")
+    family = model_config.unet_config.get("image_model")
+    if family != "wan2.1":
+        raise GGUFFileError(f"{path.name} is a {family or type(model_config).__name__} model; "
+                            "this loader expects Wan 2.1")
+    return model_config
+
+
+def _choose_compute_dtype(choice: str, model_config, parameters: int) -> torch.dtype:
+    if choice in COMPUTE_DTYPES:
+        return COMPUTE_DTYPES[choice]
+    supported = list(model_config.supported_inference_dtypes)
+    load_device = comfy.model_management.get_torch_device()
+    unet_dtype = comfy.model_management.unet_dtype(model_params=parameters, supported_dtypes=supported)
+    manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device, supported)
+    return manual_cast or unet_dtype
+
+
+def _resident_weight_bytes(model: torch.nn.Module) -> int:
+    return sum(param.nbytes for param in model.parameters()) + sum(buf.nbytes for buf in model.buffers())
+
+
+def load_wan_gguf(path: str | Path, compute_dtype: str = "auto") -> LoadedGGUFModel:
+    """Loads ``path`` as a host MODEL whose Linear/Conv3d weights stay as raw ggml blocks."""
+    path = Path(path)
+    gguf_file = read_gguf(path)
+    if gguf_file.architecture not in WAN_ARCHITECTURES:
+        raise GGUFFileError(f"{path.name} is a {gguf_file.architecture} model; this loader expects Wan 2.1")
+    _check_types(gguf_file)
+    state_dict = _model_state_dict(gguf_file)
+    model_config = _detect_wan_config(state_dict, path)
+    parameters = sum(int(torch.Size(t.shape).numel()) for t in state_dict.values())
+    dtype = _choose_compute_dtype(compute_dtype, model_config, parameters)
+    model_config.set_inference_dtype(dtype, dtype)
+    model_config.custom_operations = make_gguf_operations(dtype)
+    model = model_config.get_model(state_dict, "")
+    model.load_model_weights(state_dict, "")
+    still_meta = [name for name, param in model.diffusion_model.named_parameters() if param.is_meta]
+    if still_meta:
+        raise GGUFFileError(f"{path.name} lacks {len(still_meta)} tensors the Wan model needs "
+                            f"(first: {still_meta[0]}); the file is incomplete or of another Wan variant")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                               offload_device=comfy.model_management.unet_offload_device())
+    loaded = LoadedGGUFModel(patcher, gguf_file, dtype, _resident_weight_bytes(model.diffusion_model))
+    log.info("wan-accel: loaded %s", loaded.summary())
+    return loaded

@@ -1,0 +1,121 @@
+"""Host custom operations whose weights stay as raw GGUF blocks and are dequantised per layer at forward.
+
+The layers plug into the host's own mechanisms: ``comfy_cast_weights`` routes every forward through
+``forward_comfy_cast_weights``; ``weight_function`` (the host's low-VRAM LoRA patches) runs on the
+dequantised weight; ``convert_weight``/``set_weight`` let the host's full-load LoRA path dequantise,
+patch and store a patched float weight, which its unpatch later swaps back for the raw blocks.
+"""
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.ops
+import torch
+
+from ..kernels.gguf import dequantize
+from ..kernels.gguf.reader import GGUFTensor
+
+
+def is_quantized(module: torch.nn.Module) -> bool:
+    """True while ``module.weight`` holds raw ggml blocks (not a float or LoRA-patched weight)."""
+    return getattr(module, "gguf_qtype", None) is not None and module.weight.dtype == torch.uint8
+
+
+class GGUFWeightLayer:
+    """Mixin for host layers: loads GGUF tensors without allocating float weights first."""
+
+    comfy_cast_weights = True
+    gguf_qtype = None
+    gguf_shape: tuple[int, ...] = ()
+    patched_weight_dtype = torch.float32
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in ("weight", "bias"):
+            key = prefix + name
+            if getattr(self, name, None) is None:
+                continue
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            setattr(self, name, torch.nn.Parameter(self._take(name, state_dict[key]), requires_grad=False))
+
+    def _take(self, name: str, entry) -> torch.Tensor:
+        if isinstance(entry, GGUFTensor):
+            if entry.is_float:
+                return entry.to_float_tensor()
+            if name != "weight":
+                raise ValueError(f"{entry.name} is quantised ({entry.qtype.name}); only weights may be")
+            self.gguf_qtype = entry.qtype
+            self.gguf_shape = entry.shape
+            return entry.data
+        return entry
+
+    def dequantized_weight(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The layer's weight as a float tensor of ``dtype`` on ``device``."""
+        non_blocking = comfy.model_management.device_supports_non_blocking(device)
+        if not is_quantized(self):
+            return comfy.model_management.cast_to(self.weight, dtype, device, non_blocking=non_blocking,
+                                                  copy=len(self.weight_function) > 0)
+        raw = self.weight.to(device, non_blocking=non_blocking)
+        return dequantize(raw, self.gguf_qtype, self.gguf_shape, dtype)
+
+    def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
+        """Host hook: raw blocks (as handed over by the patcher, possibly cast to float) to a float weight."""
+        if self.gguf_qtype is None or weight.numel() == _numel(self.gguf_shape):
+            return weight
+        return dequantize(weight.to(torch.uint8), self.gguf_qtype, self.gguf_shape, torch.float32)
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed: int | None = None,
+                   return_weight: bool = False) -> torch.Tensor | None:
+        """Host hook: keep a LoRA-patched weight in float; the host's unpatch restores the raw blocks."""
+        if return_weight:
+            return weight
+        self.weight = torch.nn.Parameter(weight.to(self.patched_weight_dtype), requires_grad=False)
+        return None
+
+    def cast_bias_weight(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Like the host's ``cast_bias_weight`` but dequantising first, then applying weight functions."""
+        dtype, device = input.dtype, input.device
+        bias = None
+        if self.bias is not None:
+            bias = comfy.model_management.cast_to(self.bias, dtype, device, copy=len(self.bias_function) > 0)
+            for function in self.bias_function:
+                bias = function(bias)
+        weight = self.dequantized_weight(dtype, device)
+        for function in self.weight_function:
+            weight = function(weight)
+        return weight.to(dtype), bias
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def make_gguf_operations(compute_dtype: torch.dtype) -> type:
+    """A host ``operations`` namespace whose Linear and Conv3d take GGUF tensors; others are the host's."""
+
+    class GGUFOperations(comfy.ops.manual_cast):
+        class Linear(GGUFWeightLayer, comfy.ops.manual_cast.Linear):
+            patched_weight_dtype = compute_dtype
+
+            def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+                super().__init__(in_features, out_features, bias=bias, device="meta", dtype=dtype)
+
+            def forward_comfy_cast_weights(self, input):
+                weight, bias = self.cast_bias_weight(input)
+                return torch.nn.functional.linear(input, weight, bias)
+
+        class Conv3d(GGUFWeightLayer, comfy.ops.manual_cast.Conv3d):
+            patched_weight_dtype = compute_dtype
+
+            def __init__(self, *args, device=None, **kwargs):
+                super().__init__(*args, device="meta", **kwargs)
+
+            def forward_comfy_cast_weights(self, input):
+                weight, bias = self.cast_bias_weight(input)
+                return self._conv_forward(input, weight, bias)
+
+    return GGUFOperations

@@ -1,0 +1,120 @@
+"""tiny DiT -> safetensors -> our converter -> GGUF -> "Load Wan DiT (GGUF)" -> KSampler, through POST /prompt.
+
+The output latent is compared with the same graph run by the host's UNETLoader on the unquantised file.
+"""
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from kernels.gguf import dequantize
+from kernels.gguf.reader import read_gguf
+from tests.support import graphs
+from tests.support.comfy_server import ExecutionFailed, read_latent
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_tiny_wan_i2v, write_tiny_wan_lora
+from wan_accel.convert import convert
+
+DIT_SHAPE = dict(dim=256, layers=2, ffn=512)
+SOURCE_NAME = "wan_tiny256.safetensors"
+
+
+@pytest.fixture(scope="module")
+def models(wan_pack, tmp_path_factory):
+    """The dim-256 tiny DiT (every block weight Q6_K-able) as safetensors, Q6_K and Q8_0 GGUF."""
+    folder = tmp_path_factory.mktemp("gguf_files")
+    source = write_tiny_wan_i2v(folder / SOURCE_NAME, **DIT_SHAPE)
+    names = {"source": wan_pack.add_model("diffusion_models", source)}
+    for qtype in ("Q6_K", "Q8_0"):
+        written = convert(source, folder / f"wan_tiny256-{qtype}.gguf", qtype, progress=False)
+        names[qtype] = wan_pack.add_model("diffusion_models", written)
+    return names
+
+
+def _gguf_loader(name: str) -> tuple[str, dict]:
+    return "WanAccelLoadDiTGGUF", {"unet_name": name, "compute_dtype": "fp32"}
+
+
+def _run_latent(server, loader, prefix: str, **kw) -> tuple[torch.Tensor, dict]:
+    history = server.run(graphs.tiny_i2v_graph(loader=loader, filename_prefix=f"latents/{prefix}", **kw))
+    return read_latent(server.output_files(history, "latents")[0]), history
+
+
+def _weight_rmse(path, qtype: gguf.GGMLQuantizationType) -> float:
+    reference = tiny_wan_i2v_state_dict(**DIT_SHAPE)
+    errors = [float((dequantize(t.data, t.qtype, t.shape) - reference[name]).norm() / reference[name].norm())
+              for name, t in read_gguf(path).tensors.items() if t.qtype == qtype]
+    return float(np.mean(errors))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_gguf_graph_matches_the_unquantised_graph_within_the_q6k_bound(wan_pack, models):
+    reference, _ = _run_latent(wan_pack, graphs.unet_loader(models["source"]), "ref")
+    q6k, history = _run_latent(wan_pack, _gguf_loader(models["Q6_K"]), "q6k")
+    q8, _ = _run_latent(wan_pack, _gguf_loader(models["Q8_0"]), "q8")
+    weight_rmse = _weight_rmse(wan_pack.models_dir / "diffusion_models" / models["Q6_K"], gguf.GGMLQuantizationType.Q6_K)
+    errors = {"Q6_K": _rel(q6k, reference), "Q8_0": _rel(q8, reference)}
+    print(f"\nQ6_K weights: relative RMSE {weight_rmse:.5f}; output latent relative L2 vs UNETLoader: "
+          f"Q6_K {errors['Q6_K']:.5f}, Q8_0 {errors['Q8_0']:.5f}")
+    summary = history["outputs"][graphs.NODE["model"]]["text"][0]
+    print(f"node output: {summary}")
+    assert q6k.shape == reference.shape and torch.isfinite(q6k).all()
+    assert 0 < errors["Q6_K"] < 3 * weight_rmse
+    assert errors["Q8_0"] < errors["Q6_K"]
+    assert "Q6_K x24" in summary
+
+
+def test_lora_applies_on_the_gguf_model(wan_pack, models):
+    base_sd = tiny_wan_i2v_state_dict(**DIT_SHAPE)
+    lora = wan_pack.add_model("loras", lambda path: write_tiny_wan_lora(path, base_sd), "wan_tiny256_lora.safetensors")
+    reference, _ = _run_latent(wan_pack, graphs.unet_loader(models["source"]), "ref_lora", lora_name=lora)
+    plain, _ = _run_latent(wan_pack, _gguf_loader(models["Q6_K"]), "q6k_plain")
+    patched, _ = _run_latent(wan_pack, _gguf_loader(models["Q6_K"]), "q6k_lora", lora_name=lora)
+    lora_effect, error = _rel(patched, plain), _rel(patched, reference)
+    print(f"\nLoRA moves the GGUF output by {lora_effect:.4f}; GGUF+LoRA vs UNETLoader+LoRA: {error:.5f}")
+    assert lora_effect > 5 * error
+
+
+def _bad_file(wan_pack, name: str, writer) -> str:
+    return wan_pack.add_model("diffusion_models", writer, name)
+
+
+def _write_gguf(path, arch: str, tensors: dict[str, tuple[np.ndarray, gguf.GGMLQuantizationType]]) -> None:
+    writer = gguf.GGUFWriter(path, arch)
+    for name, (array, qtype) in tensors.items():
+        writer.add_tensor(name, array, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _expect_node_error(wan_pack, name: str) -> str:
+    with pytest.raises(ExecutionFailed) as failure:
+        wan_pack.run(graphs.tiny_i2v_graph(loader=_gguf_loader(name), filename_prefix="latents/bad"))
+    message = str(failure.value)
+    print(f"\n{name}: {message.splitlines()[0]}")
+    return message
+
+
+def test_bad_files_give_named_errors_and_the_server_keeps_running(wan_pack, models):
+    flux = _bad_file(wan_pack, "flux_tiny.gguf", lambda p: _write_gguf(p, "flux", {
+        "double_blocks.0.img_attn.qkv.weight": (np.zeros((8, 8), np.float32), gguf.GGMLQuantizationType.F32)}))
+    q2k = _bad_file(wan_pack, "wan_q2k.gguf", lambda p: _write_gguf(p, "wan", {
+        "blocks.0.ffn.0.weight": (np.zeros((4, 84), np.uint8), gguf.GGMLQuantizationType.Q2_K)}))
+    good_bytes = (wan_pack.models_dir / "diffusion_models" / models["Q6_K"]).read_bytes()
+    truncated = _bad_file(wan_pack, "wan_truncated.gguf", lambda p: p.write_bytes(good_bytes[: len(good_bytes) // 2]))
+    corrupt = _bad_file(wan_pack, "wan_corrupt.gguf", lambda p: p.write_bytes(good_bytes[:8] + b"\xff" * 64 + good_bytes[72:]))
+
+    assert "flux_tiny.gguf is a flux model; this loader expects Wan 2.1" in _expect_node_error(wan_pack, flux)
+    assert "wan_q2k.gguf holds GGUF types Q2_K" in _expect_node_error(wan_pack, q2k)
+    assert "wan_truncated.gguf" in (message := _expect_node_error(wan_pack, truncated))
+    assert "truncated or corrupt" in message
+    assert "wan_corrupt.gguf is truncated or corrupt" in _expect_node_error(wan_pack, corrupt)
+
+    latent, _ = _run_latent(wan_pack, _gguf_loader(models["Q6_K"]), "after_errors")
+    assert torch.isfinite(latent).all()

@@ -1,0 +1,162 @@
+"""Converts a Wan 2.1 DiT safetensors checkpoint to GGUF (Q6_K by default) with bounded memory.
+
+Usage: ``python -m wan_accel.convert in.safetensors out.gguf --type Q6_K [--force]``
+
+Tensors are read, quantised and written one at a time, so memory stays near the largest tensor.
+The output is written to ``out.gguf.part`` and renamed when complete; the 5-D ``patch_embedding``
+is stored as 2-D with its true shape in ``comfy.gguf.orig_shape.*`` metadata, which both our loader
+and ComfyUI-GGUF read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from kernels.gguf import quantize
+from kernels.gguf.reader import ORIG_SHAPE_KEY
+
+from .gguf_policy import choose_type
+
+ARCHITECTURE = "wan"
+GGML_QUANTIZATION_VERSION = 2
+SOURCE_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+TARGET_TYPES = ("Q6_K", "Q8_0", "F16", "BF16", "F32")
+
+
+class ConversionError(RuntimeError):
+    """The input cannot be converted; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One tensor of the output: its source key, output name, logical shape and ggml type."""
+
+    source_key: str
+    name: str
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """GGUF holds at most 4 dims: higher-rank tensors are stored as [shape[0], rest]."""
+        if len(self.shape) <= 4:
+            return self.shape
+        return (self.shape[0], int(np.prod(self.shape[1:])))
+
+    @property
+    def byte_shape(self) -> tuple[int, ...]:
+        """``stored_shape`` with the last dim in bytes, as the GGUF writer takes raw blocks."""
+        block_size, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return (*self.stored_shape[:-1], self.stored_shape[-1] // block_size * type_size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.byte_shape))
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in SOURCE_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[PlannedTensor]:
+    """Reads only the header of ``source`` and decides every tensor's output type."""
+    plan = []
+    with safe_open(source, framework="pt") as handle:
+        for key in handle.keys():
+            name = _strip_prefix(key)
+            tensor_slice = handle.get_slice(key)
+            shape = tuple(tensor_slice.get_shape())
+            dtype = _safetensors_dtype(tensor_slice.get_dtype())
+            plan.append(PlannedTensor(key, name, shape, choose_type(name, shape, dtype, target)))
+    names = {planned.name for planned in plan}
+    if "head.modulation" not in names or "patch_embedding.weight" not in names:
+        raise ConversionError(f"{source.name} is not a Wan 2.1 DiT checkpoint (no head.modulation / "
+                              "patch_embedding.weight); pass the diffusion model file, e.g. "
+                              "wan2.1_i2v_480p_14B_bf16.safetensors")
+    return plan
+
+
+def _safetensors_dtype(name: str) -> torch.dtype:
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}.get(name, torch.float32)
+
+
+def _encode(tensor: torch.Tensor, planned: PlannedTensor) -> np.ndarray:
+    """Raw ggml bytes of one tensor, shaped [rows of stored_shape..., bytes per row]."""
+    blocks = quantize(tensor.reshape(planned.stored_shape).float(), planned.qtype)
+    return blocks.reshape(planned.byte_shape).numpy()
+
+
+def _write_metadata(writer: gguf.GGUFWriter, plan: list[PlannedTensor], source: Path,
+                    target: gguf.GGMLQuantizationType) -> None:
+    writer.add_quantization_version(GGML_QUANTIZATION_VERSION)
+    writer.add_name(source.stem)
+    writer.add_string("wan_accel.model_family", "wan2.1")
+    writer.add_string("wan_accel.target_type", target.name)
+    for planned in plan:
+        if planned.stored_shape != planned.shape:
+            writer.add_array(ORIG_SHAPE_KEY + planned.name, list(planned.shape))
+
+
+def convert(source: str | os.PathLike, destination: str | os.PathLike, target: str = "Q6_K",
+            force: bool = False, progress: bool = True) -> Path:
+    """Converts ``source`` to ``destination``; returns the written path."""
+    source, destination = Path(source), Path(destination)
+    if target not in TARGET_TYPES:
+        raise ConversionError(f"--type {target} is not supported; choose one of {', '.join(TARGET_TYPES)}")
+    if not source.is_file():
+        raise ConversionError(f"{source}: file not found")
+    if destination.exists() and not force:
+        raise ConversionError(f"{destination} exists; pass --force to overwrite it")
+    qtype = gguf.GGMLQuantizationType[target]
+    plan = plan_conversion(source, qtype)
+    partial = destination.with_name(destination.name + ".part")
+    writer = gguf.GGUFWriter(partial, ARCHITECTURE)
+    try:
+        _write_metadata(writer, plan, source, qtype)
+        for planned in plan:
+            writer.add_tensor_info(planned.name, planned.byte_shape, np.dtype(np.uint8), planned.nbytes,
+                                   raw_dtype=planned.qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        with safe_open(source, framework="pt") as handle:
+            for planned in tqdm(plan, desc=f"{source.name} -> {target}", unit="tensor", disable=not progress):
+                writer.write_tensor_data(_encode(handle.get_tensor(planned.source_key), planned))
+        writer.close()
+        os.replace(partial, destination)
+    finally:
+        writer.close()
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wan_accel.convert", description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="Wan 2.1 DiT checkpoint (.safetensors)")
+    parser.add_argument("destination", help="output .gguf path")
+    parser.add_argument("--type", default="Q6_K", choices=TARGET_TYPES, help="type of the large weights")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    args = parser.parse_args(argv)
+    try:
+        written = convert(args.source, args.destination, args.type, force=args.force)
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
