@@ -1,13 +1,16 @@
 """Node "Texture & Colour Enhance": skin-aware detail, grain, colour and anti-flicker post-process for video frames."""
 from __future__ import annotations
 
+import time
+
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..kernels.postprocess import GRAIN_MODES, EnhanceParams, enhance_video_with_mask
-from ..kernels.postprocess.enhance import DEFAULT_CHUNK_FRAMES
+from ..kernels.postprocess import DEFAULT_CHUNK_FRAMES, GRAIN_MODES, EnhanceParams, enhance_video_with_mask
+from .stats import NodeStats, report_node_stats
 
+NODE_ID = "WanAccelTextureColourEnhance"
 _DEFAULTS = EnhanceParams()
 
 
@@ -27,7 +30,7 @@ class TextureColourEnhance(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="WanAccelTextureColourEnhance",
+            node_id=NODE_ID,
             display_name="Texture & Colour Enhance",
             category="wan-accel/postprocess",
             description="Finds skin with YCrCb thresholds, boosts fine detail (mostly on skin), adds soft seeded grain "
@@ -73,7 +76,7 @@ class TextureColourEnhance(io.ComfyNode):
                              tooltip="Frames processed at once; lower uses less memory, the result is the same."),
             ],
             outputs=[
-                io.Image.Output("images", tooltip="The enhanced frames."),
+                io.Image.Output("enhanced", tooltip="The enhanced frames."),
                 io.Mask.Output("skin_mask", tooltip="The feathered skin mask per frame (1 = skin)."),
             ],
         )
@@ -81,8 +84,13 @@ class TextureColourEnhance(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, chunk_frames: int, **params) -> io.NodeOutput:
         progress = comfy.utils.ProgressBar(max(1, images.shape[0]))
+        started = time.perf_counter()
         enhanced, mask = enhance_video_with_mask(
             images, EnhanceParams(**params), chunk_frames=chunk_frames,
             on_chunk=lambda done, total: progress.update_absolute(done, total),
         )
+        frames, height, width = images.shape[:3]
+        report_node_stats(NODE_ID, NodeStats(
+            seconds_per_frame=(time.perf_counter() - started) / max(frames, 1),
+            notes=(f"{frames} frames {width}×{height} on {images.device.type}",)))
         return io.NodeOutput(enhanced, mask)

@@ -14,9 +14,9 @@ def luma(rgb: torch.Tensor) -> torch.Tensor:
 
 def offset_and_colour(rgb: torch.Tensor, rgb_luma: torch.Tensor, offset: torch.Tensor,
                       saturation: float, contrast: float) -> torch.Tensor:
-    """Planar ``rgb`` [N,3,H,W] ``+ offset`` [N,H,W] on every channel, then saturation about the luma and contrast about 0.5, fused into one pass.
+    """Adds ``offset`` [N,H,W] to every channel of planar ``rgb`` [N,3,H,W], then saturation and contrast, in one pass.
 
-    With y = rgb + offset (luma Y + offset), saturation s and contrast c:
+    With y = rgb + offset (luma Y + offset), saturation s about the luma and contrast c about 0.5:
     0.5 + c * (Y' + s * (y - Y') - 0.5) = c*s*rgb + [c*offset + c*(1-s)*Y + 0.5*(1-c)].
     """
     per_pixel = offset.mul(contrast).add_(rgb_luma, alpha=contrast * (1.0 - saturation)).add_(0.5 * (1.0 - contrast))

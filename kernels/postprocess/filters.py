@@ -5,12 +5,12 @@ from functools import lru_cache
 
 import torch
 
-# Outputs per block of the banded-matrix blur: small enough to waste few multiplies, large enough for an efficient GEMM.
+# Outputs per block of the banded-matrix blur: few wasted multiplies, still large enough for an efficient GEMM.
 _BLOCK = 32
 
 
 def gaussian_radius(sigma: float) -> int:
-    """Kernel radius used for a Gaussian of ``sigma`` pixels: round(3 sigma), at least 1, so 99.7 % of the mass is kept."""
+    """Kernel radius for a Gaussian of ``sigma`` pixels: round(3 sigma), at least 1 (99.7 % of the mass)."""
     return max(1, int(3.0 * sigma + 0.5))
 
 
@@ -52,7 +52,7 @@ def _reflect_padded(x: torch.Tensor, radius: int, height: int, width: int) -> to
 
 @lru_cache(maxsize=32)
 def _band_matrix(sigma: float, radius: int, device: torch.device) -> torch.Tensor:
-    """[_BLOCK + 2r, _BLOCK] matrix whose column i holds the Gaussian taps at rows i .. i + 2r (one block of the convolution)."""
+    """[_BLOCK + 2r, _BLOCK] matrix, column i holding the Gaussian taps at rows i .. i + 2r: one block of the blur."""
     taps = gaussian_kernel1d(sigma, radius).to(torch.float32)
     band = torch.zeros(_BLOCK + 2 * radius, _BLOCK, dtype=torch.float32)
     for i in range(_BLOCK):
@@ -61,9 +61,9 @@ def _band_matrix(sigma: float, radius: int, device: torch.device) -> torch.Tenso
 
 
 def gaussian_blur(planes: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Float32 Gaussian blur of ``[..., H, W]``; equals ``cv2.GaussianBlur(ksize=2*gaussian_radius(sigma)+1, sigma, BORDER_REFLECT_101)``.
+    """Float32 Gaussian blur of [..., H, W], as ``cv2.GaussianBlur`` with ksize 2 * gaussian_radius + 1, reflect-101.
 
-    Both passes are GEMMs against a banded block matrix: rows of 32 outputs at a time see 32 + 2r padded inputs.
+    Both passes are GEMMs against a banded block matrix: each block of 32 outputs reads 32 + 2r padded inputs.
     """
     *lead, height, width = planes.shape
     r = gaussian_radius(sigma)
@@ -82,7 +82,7 @@ def gaussian_blur(planes: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _window_reduce(mask: torch.Tensor, dim: int, size: int, dilate: bool) -> torch.Tensor:
-    """OR (``dilate``) or AND of a bool mask over a centred window of ``size`` along ``dim``; pixels outside are ignored."""
+    """OR (``dilate``) or AND of a bool mask over a centred ``size`` window along ``dim``, ignoring outside pixels."""
     out = mask.clone()
     n = mask.shape[dim]
     for shift in range(1, min(size // 2, n - 1) + 1):
@@ -96,17 +96,17 @@ def _window_reduce(mask: torch.Tensor, dim: int, size: int, dilate: bool) -> tor
 
 
 def dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Binary dilation of bool ``[..., H, W]`` by a ``size`` x ``size`` square (``cv2.dilate`` with its default border)."""
+    """Binary dilation of bool [..., H, W] by a ``size`` x ``size`` square (``cv2.dilate``, default border)."""
     return _window_reduce(_window_reduce(mask, -1, size, True), -2, size, True)
 
 
 def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Binary erosion of bool ``[..., H, W]`` by a ``size`` x ``size`` square (``cv2.erode`` with its default border)."""
+    """Binary erosion of bool [..., H, W] by a ``size`` x ``size`` square (``cv2.erode``, default border)."""
     return _window_reduce(_window_reduce(mask, -1, size, False), -2, size, False)
 
 
 def morph_open_close(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Opening then closing by a ``size`` x ``size`` square: drops specks, then fills pin-holes; ``size`` 1 is identity."""
+    """Opening then closing by a ``size`` x ``size`` square: drops specks, then fills pin-holes (1: identity)."""
     if size <= 1:
         return mask
     opened = dilate(erode(mask, size), size)

@@ -34,6 +34,6 @@ def luma_ssim(video: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def flicker(video: torch.Tensor) -> float:
-    """Mean absolute frame-to-frame change of luma of ``video`` [B, H, W, C]: the flicker a viewer sees on a still scene."""
+    """Mean absolute frame-to-frame change of the luma of ``video`` [B, H, W, C]: flicker, on a still scene."""
     y = video_luma(video)
     return float((y[1:] - y[:-1]).abs().mean())

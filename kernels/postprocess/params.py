@@ -30,10 +30,10 @@ class EnhanceParams:
     saturation: float = 1.04
     contrast: float = 1.03
     temporal_sigma: float = 1.0
-    motion_threshold: float = 0.02
+    motion_threshold: float = 0.03
 
     def __post_init__(self) -> None:
-        """Rejects values the numerics cannot honour, so a bad widget value fails loudly instead of producing garbage."""
+        """Rejects values the numerics cannot honour, so a bad widget value fails loudly, not silently."""
         for low, high in ((self.cr_min, self.cr_max), (self.cb_min, self.cb_max)):
             if not 0 <= low <= high <= 255:
                 raise ValueError(f"YCrCb thresholds must satisfy 0 <= min <= max <= 255, got {low}..{high}")
@@ -50,6 +50,16 @@ class EnhanceParams:
             raise ValueError(f"grain_mode must be one of {GRAIN_MODES}, got {self.grain_mode!r}")
         if not 0.0 <= self.grain_coherence <= 1.0:
             raise ValueError(f"grain_coherence must be in [0, 1], got {self.grain_coherence}")
+
+    @property
+    def grain_elsewhere(self) -> float:
+        """Grain strength outside skin: ``grain_strength_global``, or 0 when ``skin_only``."""
+        return 0.0 if self.skin_only else self.grain_strength_global
+
+    @property
+    def has_grain(self) -> bool:
+        """Whether any pixel gets grain, so the noise need not be drawn at all otherwise."""
+        return self.grain_strength > 0 or self.grain_elsewhere > 0
 
 
 def resolve_params(params: EnhanceParams | None, overrides: dict[str, Any]) -> EnhanceParams:

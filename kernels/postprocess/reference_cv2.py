@@ -1,4 +1,4 @@
-"""OpenCV reference of the post-process: the skin mask and blurs tests compare against, and a naive per-frame pipeline."""
+"""OpenCV reference of the post-process: the skin mask and blurs the tests compare with, and a naive per-frame loop."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,14 +13,15 @@ from .temporal import temporal_radius
 
 
 def gaussian_blur_cv2(image: np.ndarray, sigma: float) -> np.ndarray:
-    """``cv2.GaussianBlur`` of float32 ``image`` with the pack's kernel size (2 * round(3 sigma) + 1) and reflect-101 border."""
+    """``cv2.GaussianBlur`` of float32 ``image`` with the pack's kernel size (2 * round(3 sigma) + 1), reflect-101."""
     size = 2 * gaussian_radius(sigma) + 1
-    return cv2.GaussianBlur(image.astype(np.float32), (size, size), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.GaussianBlur(image.astype(np.float32), (size, size), sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT_101)
 
 
 def skin_mask_cv2(rgb: np.ndarray, cr_range: tuple[int, int], cb_range: tuple[int, int],
                   morph_size: int, feather_sigma: float) -> np.ndarray:
-    """Float32 [H, W] feathered skin mask of ``rgb`` [H, W, 3] in [0, 1]: 8-bit BGR2YCrCb, inRange, open/close, GaussianBlur."""
+    """Float32 [H, W] skin mask of ``rgb`` [H, W, 3] in [0, 1]: 8-bit BGR2YCrCb, inRange, open/close, GaussianBlur."""
     bgr = np.rint(rgb[..., ::-1] * np.float32(255.0)).astype(np.uint8)
     ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
     binary = cv2.inRange(ycrcb, (0, cr_range[0], cb_range[0]), (255, cr_range[1], cb_range[1]))
@@ -48,7 +49,7 @@ def _reflect101(index: int, count: int) -> int:
 
 
 def enhance_video_naive_cv2(frames: np.ndarray, params: EnhanceParams | None = None, **overrides: Any) -> np.ndarray:
-    """Straightforward per-frame OpenCV/NumPy version of ``enhance_video`` for RGB float32 [B, H, W, 3]: same operations."""
+    """Straightforward per-frame OpenCV/NumPy ``enhance_video`` of RGB float32 [B, H, W, 3]: the same operations."""
     p = resolve_params(params, overrides)
     total, height, width, _ = frames.shape
     static = None
@@ -63,9 +64,8 @@ def enhance_video_naive_cv2(frames: np.ndarray, params: EnhanceParams | None = N
         other_gain = 1.0 if p.skin_only else p.detail_gain_global
         gain = mask * np.float32(p.detail_gain) + (1.0 - mask) * np.float32(other_gain)
         offset = (gain - 1.0) * (y - base)
-        other_grain = 0.0 if p.skin_only else p.grain_strength_global
-        if p.grain_strength > 0 or other_grain > 0:
-            amplitude = mask * np.float32(p.grain_strength) + (1.0 - mask) * np.float32(other_grain)
+        if p.has_grain:
+            amplitude = mask * np.float32(p.grain_strength) + (1.0 - mask) * np.float32(p.grain_elsewhere)
             offset += amplitude * 4.0 * y * (1.0 - y) * _grain_cv2(p, t, height, width, static)
         z = x + offset[..., None]
         z_luma = cv2.cvtColor(z, cv2.COLOR_RGB2GRAY)[..., None]

@@ -17,7 +17,7 @@ def window_indices(start: int, stop: int, radius: int, frames: int) -> list[int]
 
 
 def temporal_matrix(count: int, window: list[int], sigma: float, radius: int, frames: int) -> torch.Tensor:
-    """[count, frames] float32 weights: row i is the Gaussian over ``window[i : i + 2r + 1]``, reflected taps folded onto real frames."""
+    """[count, frames] weights: row i is the Gaussian over ``window[i : i + 2r + 1]``, reflected taps on real frames."""
     taps = gaussian_kernel1d(sigma, radius).to(torch.float32)
     weights = torch.zeros(count, frames, dtype=torch.float32)
     for i in range(count):
@@ -26,8 +26,10 @@ def temporal_matrix(count: int, window: list[int], sigma: float, radius: int, fr
 
 
 def motion_weight(bases: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Smoothing weight in (0, 1] for frames 1..n-2 of ``bases`` [n, H, W] (blurred luma): exp(-(m / threshold)^2),
-    m the larger absolute change to the previous or next frame."""
+    """Smoothing weight in (0, 1] of frames 1..n-2 of blurred luma ``bases`` [n, H, W]: exp(-(m / threshold)^2).
+
+    m is the larger absolute change to the previous or next frame; the blur keeps noise from counting as motion.
+    """
     change = (bases[1:] - bases[:-1]).abs_()
     motion = torch.maximum(change[:-1], change[1:])
     return motion.square_().mul_(-1.0 / (threshold * threshold)).exp_()
