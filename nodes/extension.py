@@ -3,15 +3,27 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .attention_patch import PatchAttention
+from .cfg_schedule import CFGSchedule, CFGScheduleGuider
 from .gguf_loader import LoadWanDiTGGUF
+from .image_encoder_cache import CLIPVisionEncodeCached, WanImageToVideoCached
 from .postprocess import TextureColourEnhance
+from .prompt_cache_encode import EncodePromptCached
+from .step_cache import WanMagCache, WanTeaCache
+from .step_cache_calibrate import WanStepCacheCalibrate
+from .text_encoder_fp8 import LoadTextEncoderFP8
+from .vae_decode import VAEDecodeBounded
+from .vae_loader import LoadVAEPrecision
 
 
 class WanAccelExtension(ComfyExtension):
     """Registers the wan-accel nodes with the host (V3 node API)."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadWanDiTGGUF, TextureColourEnhance]
+        return [LoadWanDiTGGUF, TextureColourEnhance, PatchAttention,
+                WanTeaCache, WanMagCache, WanStepCacheCalibrate, CFGSchedule, CFGScheduleGuider,
+                LoadVAEPrecision, VAEDecodeBounded, CLIPVisionEncodeCached, WanImageToVideoCached,
+                LoadTextEncoderFP8, EncodePromptCached]
 
 
 async def comfy_entrypoint() -> WanAccelExtension:

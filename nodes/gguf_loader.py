@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from .gguf_model import COMPUTE_DTYPES, load_wan_gguf
+from .gguf_model import COMPUTE_DTYPES, LoadedGGUFModel, load_wan_gguf
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, report_node_stats
 
 GGUF_EXTENSIONS = {".gguf"}
+NODE_ID = "WanAccelLoadDiTGGUF"
 
 
 class LoadWanDiTGGUF(io.ComfyNode):
@@ -15,7 +17,7 @@ class LoadWanDiTGGUF(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="WanAccelLoadDiTGGUF",
+            node_id=NODE_ID,
             display_name="Load Wan DiT (GGUF)",
             category="wan-accel/loaders",
             description="Loads a Wan 2.1 diffusion model from a .gguf file in models/diffusion_models or "
@@ -34,4 +36,14 @@ class LoadWanDiTGGUF(io.ComfyNode):
     @classmethod
     def execute(cls, unet_name: str, compute_dtype: str) -> io.NodeOutput:
         loaded = load_wan_gguf(resolve_model_file("diffusion_models", unet_name), compute_dtype)
+        report_node_stats(NODE_ID, _stats(loaded))
         return io.NodeOutput(loaded.patcher, ui=ui.PreviewText(loaded.summary()))
+
+
+def _stats(loaded: LoadedGGUFModel) -> NodeStats:
+    """The editor badge's numbers: where the weights get dequantised, their GGUF types, the bytes kept resident."""
+    device = loaded.patcher.load_device.type
+    dtype = str(loaded.compute_dtype).removeprefix("torch.")
+    warnings = ("weights dequantise on the CPU: no GPU in use",) if device == "cpu" else ()
+    return NodeStats(dequant_path=f"torch per layer → {dtype} on {device}", weight_types=loaded.source.type_counts(),
+                     resident_bytes=loaded.resident_weight_bytes, warnings=warnings)

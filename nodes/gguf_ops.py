@@ -12,6 +12,7 @@ import comfy.ops
 import torch
 
 from ..kernels.gguf import dequantize
+from ..kernels.gguf.backend import dequantize_on_device
 from ..kernels.gguf.reader import GGUFTensor
 
 
@@ -57,7 +58,7 @@ class GGUFWeightLayer:
             return comfy.model_management.cast_to(self.weight, dtype, device, non_blocking=non_blocking,
                                                   copy=len(self.weight_function) > 0)
         raw = self.weight.to(device, non_blocking=non_blocking)
-        return dequantize(raw, self.gguf_qtype, self.gguf_shape, dtype)
+        return dequantize_on_device(raw, self.gguf_qtype, self.gguf_shape, dtype)
 
     def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
         """Host hook: raw blocks (as handed over by the patcher, possibly cast to float) to a float weight."""

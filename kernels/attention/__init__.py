@@ -1,0 +1,27 @@
+"""Attention routing in pure PyTorch: sage where it is known to be safe, SDPA otherwise. Never imports ``comfy``."""
+from .compare import Comparison, compare
+from .dispatch import AUTO, BACKENDS, SAGE, SAGE_KERNELS, SDPA, AttentionCall, Decision, SageInstall, dispatch
+from .nan_guard import GuardCounts, guarded
+from .override import AttentionOverride, RunStats
+from .sage import probe_sage
+from .sdpa import sdpa_attention
+
+__all__ = [
+    "AUTO",
+    "BACKENDS",
+    "SAGE",
+    "SAGE_KERNELS",
+    "SDPA",
+    "AttentionCall",
+    "AttentionOverride",
+    "Comparison",
+    "Decision",
+    "GuardCounts",
+    "RunStats",
+    "SageInstall",
+    "compare",
+    "dispatch",
+    "guarded",
+    "probe_sage",
+    "sdpa_attention",
+]

@@ -1,0 +1,165 @@
+"""Calibration profiles: per-step TeaCache distances and MagCache ratios of one full-compute run, their fit, JSON I/O.
+
+A profile measured on the user's own model, steps, shift and resolution replaces the published tables,
+which were fitted on 40-50 step schedules and do not carry over to 8 steps.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .magcache import COND, UNCOND, magnitude_ratio
+from .teacache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, relative_l1
+
+PROFILE_FORMAT = "wan_accel.step_cache_profile"
+PROFILE_VERSION = 1
+DEFAULT_FIT_DEGREE = 2  # 8-step runs give 7 points; a quartic through them oscillates between the points
+STREAM_NAMES = {COND: "cond", UNCOND: "uncond"}
+
+
+@dataclass
+class StreamSeries:
+    """Per-step measurements of one stream (cond or uncond), step 0 first; distances are None at step 0."""
+
+    embedding_distance: list[float | None] = field(default_factory=list)
+    modulation_distance: list[float | None] = field(default_factory=list)
+    residual_change: list[float | None] = field(default_factory=list)
+    mag_ratio: list[float] = field(default_factory=list)
+    mag_std: list[float] = field(default_factory=list)
+    cosine_distance: list[float | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TeaCacheFit:
+    """Polynomial (highest power first) from indicator distance to the residual's relative L1 change."""
+
+    coefficients: list[float]
+    distance_range: list[float]
+    degree: int
+    relative_rmse: float
+
+
+@dataclass
+class StepCacheProfile:
+    """What a calibration run measured, and the fits the cache nodes use."""
+
+    steps: int
+    sigmas: list[float]
+    latent_shape: list[int]
+    model: str
+    streams: dict[str, StreamSeries]
+    teacache: dict[str, TeaCacheFit]
+
+    def mag_ratios(self, stream: int) -> tuple[float, ...]:
+        """MagCache ratios of ``stream``; the cond ones when the run had no unconditional pass (cfg 1)."""
+        series = self.streams.get(STREAM_NAMES[stream]) or self.streams["cond"]
+        return tuple(series.mag_ratio)
+
+    def to_json(self) -> dict:
+        """Plain-JSON form, tagged with format and version."""
+        return {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "profile") -> "StepCacheProfile":
+        """Inverse of ``to_json``; the error names ``source`` and what is wrong."""
+        if data.get("format") != PROFILE_FORMAT or data.get("version") != PROFILE_VERSION:
+            raise ValueError(f"{source} is not a wan-accel step cache profile version {PROFILE_VERSION} "
+                             f"(format {data.get('format')!r}, version {data.get('version')!r}); "
+                             f"re-run the 'Step Cache Calibrate' node to make one")
+        try:
+            return cls(steps=int(data["steps"]), sigmas=list(data["sigmas"]), latent_shape=list(data["latent_shape"]),
+                       model=str(data["model"]),
+                       streams={k: StreamSeries(**v) for k, v in data["streams"].items()},
+                       teacache={k: TeaCacheFit(**v) for k, v in data["teacache"].items()})
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{source} is missing or has a malformed field ({error}); "
+                             f"re-run the 'Step Cache Calibrate' node to make a new one") from None
+
+
+def fit_teacache(distances: Sequence[float], changes: Sequence[float], degree: int = DEFAULT_FIT_DEGREE) -> TeaCacheFit:
+    """Least-squares polynomial ``changes ~ P(distances)``, degree capped at points - 1; reports its relative RMSE."""
+    x = np.asarray(distances, dtype=np.float64)
+    y = np.asarray(changes, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError("a TeaCache fit needs at least 2 measured steps after the first (calibrate >= 3 steps)")
+    degree = min(degree, x.size - 1)
+    coefficients = np.polyfit(x, y, degree)
+    residual = np.polyval(coefficients, x) - y
+    rmse = float(np.sqrt(np.mean(residual**2)) / max(float(np.sqrt(np.mean(y**2))), 1e-12))
+    return TeaCacheFit([float(c) for c in coefficients], [float(x.min()), float(x.max())], int(degree), rmse)
+
+
+class CalibrationRecorder:
+    """Collects, forward by forward, what a full-compute run needs for a profile; holds only the previous tensors."""
+
+    def __init__(self):
+        self.series: dict[int, StreamSeries] = {}
+        self._previous: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(self, stream: int, x: torch.Tensor, output: torch.Tensor,
+               indicators: dict[str, torch.Tensor]) -> None:
+        """Adds one computed step of ``stream``: ``x`` is the DiT input chunk, ``output`` its output chunk."""
+        residual = (output.float() - x[:, :output.shape[1]].float()).detach()
+        current = {"residual": residual, **{k: v.detach().float() for k, v in indicators.items()}}
+        series = self.series.setdefault(stream, StreamSeries())
+        previous = self._previous.get(stream)
+        if previous is None:
+            series.embedding_distance.append(None)
+            series.modulation_distance.append(None)
+            series.residual_change.append(None)
+            series.mag_ratio.append(1.0)
+            series.mag_std.append(0.0)
+            series.cosine_distance.append(None)
+        else:
+            series.embedding_distance.append(relative_l1(current[INDICATOR_EMBEDDING],
+                                                         previous[INDICATOR_EMBEDDING]))
+            series.modulation_distance.append(relative_l1(current[INDICATOR_MODULATION],
+                                                          previous[INDICATOR_MODULATION]))
+            series.residual_change.append(relative_l1(residual, previous["residual"]))
+            ratio, std = magnitude_ratio(residual, previous["residual"])
+            series.mag_ratio.append(ratio)
+            series.mag_std.append(std)
+            cosine = torch.nn.functional.cosine_similarity(residual.flatten(1), previous["residual"].flatten(1))
+            series.cosine_distance.append(float(1.0 - cosine.mean()))
+        self._previous[stream] = current
+
+    def profile(self, sigmas: Sequence[float], latent_shape: Sequence[int], model: str,
+                degree: int = DEFAULT_FIT_DEGREE) -> StepCacheProfile:
+        """The profile of what was recorded; TeaCache fits use the cond stream."""
+        if COND not in self.series:
+            raise ValueError("nothing was recorded: run a sampler with the calibration model first")
+        cond = self.series[COND]
+        steps = len(sigmas) - 1
+        if len(cond.mag_ratio) != steps:
+            raise ValueError(f"recorded {len(cond.mag_ratio)} conditional forwards for a {steps}-step schedule; "
+                             f"calibrate with a sampler that evaluates the model once per step (e.g. euler, uni_pc)")
+        fits = {name: fit_teacache(distances[1:], cond.residual_change[1:], degree)
+                for name, distances in ((INDICATOR_EMBEDDING, cond.embedding_distance),
+                                        (INDICATOR_MODULATION, cond.modulation_distance))}
+        return StepCacheProfile(steps=steps, sigmas=[float(s) for s in sigmas], latent_shape=list(latent_shape),
+                                model=model, streams={STREAM_NAMES[k]: v for k, v in sorted(self.series.items())},
+                                teacache=fits)
+
+
+def save_profile(profile: StepCacheProfile, path: str | Path) -> Path:
+    """Writes ``profile`` as indented JSON (creating folders); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile.to_json(), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def load_profile(path: str | Path) -> StepCacheProfile:
+    """Reads a profile written by ``save_profile``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-run the 'Step Cache Calibrate' node") from None
+    return StepCacheProfile.from_json(data, str(path))
+

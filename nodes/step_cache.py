@@ -1,0 +1,295 @@
+"""Nodes "TeaCache (Wan)" and "MagCache (Wan)": skip DiT forwards on a model clone through the host's wrappers.
+
+``OUTER_SAMPLE`` starts a fresh ``StepCacheRun`` for every sampling run (so nothing survives from one run to
+the next, whatever the cfg) and reports its statistics; ``DIFFUSION_MODEL`` wraps the Wan model's
+``_forward`` and either runs it or returns the input plus the cached output delta (see
+``kernels/step_cache/runtime.py`` for why the delta). The calibration node shares the wrapper key, so the
+last of these nodes on a model wins.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import comfy.model_management
+import comfy.patcher_extension
+import folder_paths
+import torch
+from comfy.ldm.wan.model import sinusoidal_embedding_1d
+from comfy_api.latest import io, ui
+
+from ..kernels.step_cache import (
+    INDICATOR_MODULATION,
+    MAGCACHE_RATIOS,
+    TEACACHE_COEFFICIENTS,
+    MagCachePolicy,
+    StepCacheProfile,
+    StepCacheRun,
+    StepGate,
+    TeaCachePolicy,
+    load_profile,
+    step_index,
+)
+from ..kernels.step_cache.runtime import SkipPolicy
+from .model_files import list_model_files, resolve_model_file
+
+log = logging.getLogger("wan_accel")
+
+WRAPPER_KEY = "wan_accel_step_cache"
+CONFIG_KEY = "wan_accel_step_cache"       # transformer_options: the node's StepCacheConfig
+RUN_KEY = "wan_accel_step_cache_run"      # transformer_options: the current run's StepCacheRun
+PROFILE_FOLDER = "wan_accel_step_cache"   # models/wan_accel_step_cache/*.json
+NO_PROFILE = "none"
+CACHE_DEVICES = ("compute", "offload")
+
+folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
+
+#: Statistics of the latest run of every cache node, by node id: what a web extension can read.
+LAST_RUN_STATS: dict[str, dict] = {}
+
+
+@dataclass(frozen=True)
+class StepCacheConfig:
+    """What a cache node attached to its model clone: the policy, where residuals live, who to report to."""
+
+    policy: SkipPolicy
+    offload: bool
+    node_id: str | None
+    profile_steps: int | None = None
+
+
+def list_profiles() -> list[str]:
+    """"none" followed by the calibration profiles in models/wan_accel_step_cache."""
+    return [NO_PROFILE, *list_model_files(PROFILE_FOLDER, {".json"})]
+
+
+def profile_path(name: str) -> Path:
+    """Where the calibration profile ``name`` lives (or will be written)."""
+    return Path(folder_paths.get_folder_paths(PROFILE_FOLDER)[0]) / name
+
+
+def read_profile(name: str) -> StepCacheProfile:
+    """The calibration profile ``name`` of models/wan_accel_step_cache."""
+    return load_profile(resolve_model_file(PROFILE_FOLDER, name))
+
+
+def require_wan(model: io.Model.Type, node: str) -> torch.nn.Module:
+    """The Wan DiT inside ``model``; the error says what to connect instead."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    if not all(hasattr(diffusion_model, a) for a in ("time_embedding", "time_projection", "freq_dim")):
+        raise ValueError(f"{node} (nodes/step_cache.py) needs a Wan 2.1 model, got {type(diffusion_model).__name__}; "
+                         f"connect the MODEL output of a Wan 2.1 loader")
+    return diffusion_model
+
+
+def wan_timestep_indicator(diffusion_model: torch.nn.Module, timestep: torch.Tensor, dtype: torch.dtype,
+                           kind: str) -> torch.Tensor:
+    """TeaCache's indicator for ``timestep``: the model's own time embedding, or its 6-way modulation ("ret")."""
+    with torch.no_grad():
+        sinusoid = sinusoidal_embedding_1d(diffusion_model.freq_dim, timestep.flatten()).to(dtype)
+        embedding = diffusion_model.time_embedding(sinusoid)
+        return diffusion_model.time_projection(embedding) if kind == INDICATOR_MODULATION else embedding
+
+
+def wrapper_transformer_options(args: tuple, kwargs: dict) -> dict:
+    """The transformer_options a DIFFUSION_MODEL wrapper received (last positional argument or keyword)."""
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    return kwargs.get("transformer_options") or {}
+
+
+def send_progress_text(text: str, node_id: str | None) -> None:
+    """Shows ``text`` on node ``node_id`` in the editor, when this process is a running host server."""
+    server = sys.modules.get("server")  # the host's server module; absent when the host is driven in-process
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if node_id is not None and instance is not None:
+        instance.send_progress_text(text, node_id)
+
+
+def _outer_sample_wrapper(executor, *args, **kwargs):
+    """Gives this sampling run a fresh cache and reports what it did when the run ends."""
+    guider = executor.class_obj
+    transformer_options = guider.model_options["transformer_options"]
+    config: StepCacheConfig = transformer_options[CONFIG_KEY]
+    total_steps = len(args[3]) - 1
+    if config.profile_steps is not None and config.profile_steps != total_steps:
+        log.warning("%s: the profile was calibrated at %d steps, this run has %d; its values are resampled. "
+                    "Calibrate at %d steps for exact values.", config.policy.name, config.profile_steps, total_steps,
+                    total_steps)
+    storage = comfy.model_management.unet_offload_device() if config.offload else None
+    run = StepCacheRun(config.policy, storage_device=storage)
+    transformer_options[RUN_KEY] = run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        transformer_options.pop(RUN_KEY, None)
+        summary = run.stats.summary()
+        log.info("%s", summary)
+        LAST_RUN_STATS[config.node_id or ""] = run.stats.as_dict()
+        send_progress_text(summary, config.node_id)
+
+
+def _diffusion_model_wrapper(executor, *args, **kwargs):
+    """Runs the Wan DiT forward, or serves it from the run's cache when the policy allows."""
+    transformer_options = wrapper_transformer_options(args, kwargs)
+    run: StepCacheRun | None = transformer_options.get(RUN_KEY)
+    sample_sigmas = transformer_options.get("sample_sigmas")
+    if run is None or sample_sigmas is None:
+        return executor(*args, **kwargs)
+    x, timestep = args[0], args[1]
+    step = step_index(sample_sigmas.tolist(), float(transformer_options["sigmas"][0]))
+    streams = list(zip(transformer_options["cond_or_uncond"], transformer_options["uuids"]))
+    indicator = None
+    if run.policy.needs_indicator:
+        def indicator() -> torch.Tensor:
+            return wan_timestep_indicator(executor.class_obj, timestep, x.dtype, run.policy.indicator)
+    return run.forward(x, streams, step, len(sample_sigmas) - 1, lambda: executor(*args, **kwargs), indicator)
+
+
+def attach_step_cache(model: io.Model.Type, config: StepCacheConfig) -> io.Model.Type:
+    """A clone of ``model`` whose sampling runs use ``config``; replaces any earlier cache or calibration."""
+    patched = model.clone()
+    for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+        if patched.get_wrappers(kind, WRAPPER_KEY):
+            log.info("%s replaces an earlier wan-accel step cache/calibration on this model", config.policy.name)
+        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
+    patched.model_options["transformer_options"][CONFIG_KEY] = config
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                 _diffusion_model_wrapper)
+    return patched
+
+
+def _node_id(hidden) -> str | None:
+    return hidden.unique_id if hidden is not None else None
+
+
+def _profile_input() -> io.Combo.Input:
+    return io.Combo.Input("profile", options=list_profiles(), default=NO_PROFILE,
+                          tooltip="Calibration profile from 'Step Cache Calibrate' (models/wan_accel_step_cache). "
+                                  "Measured on your model, steps, shift and resolution, it replaces the published "
+                                  "table, which was fitted on 40-50 steps and rarely skips at 8.")
+
+
+def _cache_device_input() -> io.Combo.Input:
+    return io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="compute",
+                          tooltip="compute: keep the cached residual on the GPU; offload: keep it in CPU memory "
+                                  "(latent-sized, ~8 MB per stream at 832x480x81) and copy it back on a skip.")
+
+
+def _describe_gate(gate: StepGate) -> str:
+    return (f"first {gate.first_steps}/last {gate.last_steps} steps computed, <= {gate.max_consecutive_skips} "
+            f"skips in a row, window {gate.start_percent:g}-{gate.end_percent:g}")
+
+
+class WanTeaCache(io.ComfyNode):
+    """TeaCache for Wan 2.1 as host wrappers: per-run state, non-negative rescaled distance, forced first/last steps."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="WanAccelTeaCache",
+            display_name="TeaCache (Wan)",
+            category="wan-accel/speed",
+            description="Skips DiT forwards while the accumulated rescaled change of the timestep embedding since "
+                        "the last computed step stays below rel_l1_thresh; a skipped forward returns its input "
+                        "plus the cached output delta. State starts fresh every sampling run and on any shape "
+                        "change. Steps computed/skipped are logged and shown on this node after each run.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 model (t2v or i2v)."),
+                io.Combo.Input("model_type", options=list(TEACACHE_COEFFICIENTS), default="wan2.1_i2v_480p_14B",
+                               tooltip="Published coefficient set; '_ret_mode' uses the modulation as indicator. "
+                                       "With a profile only the indicator choice is taken from here."),
+                _profile_input(),
+                io.Float.Input("rel_l1_thresh", default=0.3, min=0.0, max=10.0, step=0.01,
+                               tooltip="Skip while the accumulated estimated relative change stays below this; "
+                                       "0 never skips."),
+                io.Int.Input("first_steps", default=1, min=0, max=100, tooltip="Steps at the start always computed."),
+                io.Int.Input("last_steps", default=1, min=0, max=100, tooltip="Steps at the end always computed."),
+                io.Int.Input("max_consecutive_skips", default=3, min=0, max=100,
+                             tooltip="Never skip more than this many steps in a row (0 never skips)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps before which nothing is skipped."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps after which nothing is skipped."),
+                _cache_device_input(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with TeaCache.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model: io.Model.Type, model_type: str, profile: str, rel_l1_thresh: float, first_steps: int,
+                last_steps: int, max_consecutive_skips: int, start_percent: float, end_percent: float,
+                cache_device: str) -> io.NodeOutput:
+        require_wan(model, "TeaCache (Wan)")
+        gate = StepGate(first_steps, last_steps, start_percent, end_percent, max_consecutive_skips)
+        policy = TeaCachePolicy.published(model_type, rel_l1_thresh, gate)
+        source, profile_steps = f"published {model_type}", None
+        if profile != NO_PROFILE:
+            calibrated = read_profile(profile)
+            fit = calibrated.teacache[policy.indicator]
+            policy = TeaCachePolicy(tuple(fit.coefficients), rel_l1_thresh, gate, policy.indicator,
+                                    (fit.distance_range[0], fit.distance_range[1]))
+            source = f"profile {profile} ({policy.indicator}, fit rel. RMSE {fit.relative_rmse:.3f})"
+            profile_steps = calibrated.steps
+        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps)
+        text = (f"TeaCache: {source}, threshold {rel_l1_thresh:g}, {_describe_gate(gate)}, "
+                f"residual on {cache_device} device")
+        log.info("%s", text)
+        return io.NodeOutput(attach_step_cache(model, config), ui=ui.PreviewText(text))
+
+
+class WanMagCache(io.ComfyNode):
+    """MagCache for Wan 2.1 as host wrappers: magnitude-ratio drift with threshold, K and retention ratio."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="WanAccelMagCache",
+            display_name="MagCache (Wan)",
+            category="wan-accel/speed",
+            description="Skips DiT forwards while the accumulated drift |1 - product of magnitude ratios| since the "
+                        "last computed step stays below magcache_thresh, at most magcache_K in a row; a skipped "
+                        "forward returns its input plus the cached output delta. State starts fresh every "
+                        "sampling run and on any shape change. Steps computed/skipped are logged and shown on "
+                        "this node after each run.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 model (t2v or i2v)."),
+                io.Combo.Input("model_type", options=list(MAGCACHE_RATIOS), default="wan2.1_i2v_480p_14B",
+                               tooltip="Published ratio table (ignored when a profile is chosen). It was measured "
+                                       "on the block residual at 40-50 steps and is resampled to your step count."),
+                _profile_input(),
+                io.Float.Input("magcache_thresh", default=0.24, min=0.0, max=10.0, step=0.01,
+                               tooltip="Skip while the accumulated magnitude drift stays below this; 0 never skips."),
+                io.Int.Input("magcache_K", default=2, min=0, max=100,
+                             tooltip="Most steps skipped in a row (0 never skips)."),
+                io.Float.Input("retention_ratio", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps at the start always computed."),
+                io.Int.Input("last_steps", default=1, min=0, max=100, tooltip="Steps at the end always computed."),
+                _cache_device_input(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with MagCache.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model: io.Model.Type, model_type: str, profile: str, magcache_thresh: float, magcache_K: int,
+                retention_ratio: float, last_steps: int, cache_device: str) -> io.NodeOutput:
+        require_wan(model, "MagCache (Wan)")
+        gate = StepGate(first_steps=1, last_steps=last_steps, max_consecutive_skips=magcache_K)
+        policy = MagCachePolicy.published(model_type, magcache_thresh, retention_ratio, gate)
+        source, profile_steps = f"published {model_type}", None
+        if profile != NO_PROFILE:
+            calibrated = read_profile(profile)
+            policy = MagCachePolicy(calibrated.mag_ratios(0), calibrated.mag_ratios(1), magcache_thresh,
+                                    retention_ratio, gate)
+            source, profile_steps = f"profile {profile} ({calibrated.steps} steps)", calibrated.steps
+        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps)
+        text = (f"MagCache: {source}, threshold {magcache_thresh:g}, K {magcache_K}, retention {retention_ratio:g}, "
+                f"last {last_steps} steps computed, residual on {cache_device} device")
+        log.info("%s", text)
+        return io.NodeOutput(attach_step_cache(model, config), ui=ui.PreviewText(text))

@@ -1,0 +1,114 @@
+"""Node "Step Cache Calibrate (Wan)": records one full-compute sampling run into a TeaCache/MagCache profile (JSON).
+
+Put it where a cache node would go and run the workflow once with the steps, shift, sampler and resolution
+you will use; the next run of the sampler computes every step and writes
+``models/wan_accel_step_cache/<profile_name>.json``, which the cache nodes then offer as ``profile``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import comfy.patcher_extension
+from comfy_api.latest import io, ui
+
+from ..kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
+from ..kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
+from .step_cache import (
+    WRAPPER_KEY,
+    profile_path,
+    require_wan,
+    send_progress_text,
+    wan_timestep_indicator,
+    wrapper_transformer_options,
+)
+
+log = logging.getLogger("wan_accel")
+
+RECORDER_KEY = "wan_accel_step_cache_calibration"  # transformer_options: settings, plus "recorder" during a run
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _outer_sample_wrapper(executor, *args, **kwargs):
+    """Records this sampling run, every step computed, and writes the profile when it ends."""
+    guider = executor.class_obj
+    transformer_options = guider.model_options["transformer_options"]
+    settings = transformer_options[RECORDER_KEY]
+    recorder = CalibrationRecorder()
+    transformer_options[RECORDER_KEY] = {**settings, "recorder": recorder}
+    output = executor(*args, **kwargs)
+    noise, sigmas = args[0], args[3]
+    model_name = type(guider.model_patcher.model).__name__
+    profile = recorder.profile(sigmas.tolist(), list(noise.shape), model_name, settings["degree"])
+    path = save_profile(profile, profile_path(settings["file_name"]))
+    fits = ", ".join(f"{k} fit rel. RMSE {v.relative_rmse:.3f}" for k, v in profile.teacache.items())
+    text = f"Calibrated {profile.steps} steps at latent {list(noise.shape)} -> {path.name} ({fits})"
+    log.info("%s (%s)", text, path)
+    send_progress_text(text, settings["node_id"])
+    return output
+
+
+def _diffusion_model_wrapper(executor, *args, **kwargs):
+    """Runs the DiT forward and hands input, output and both timestep indicators to the run's recorder."""
+    output = executor(*args, **kwargs)
+    transformer_options = wrapper_transformer_options(args, kwargs)
+    recorder: CalibrationRecorder | None = transformer_options.get(RECORDER_KEY, {}).get("recorder")
+    if recorder is None:
+        return output
+    x, timestep = args[0], args[1]
+    streams = transformer_options["cond_or_uncond"]
+    chunks = len(streams)
+    indicators = {kind: wan_timestep_indicator(executor.class_obj, timestep, x.dtype, kind).chunk(chunks)
+                  for kind in (INDICATOR_EMBEDDING, INDICATOR_MODULATION)}
+    for i, (stream, x_chunk, out_chunk) in enumerate(zip(streams, x.chunk(chunks), output.chunk(chunks))):
+        recorder.record(stream, x_chunk, out_chunk, {kind: values[i] for kind, values in indicators.items()})
+    return output
+
+
+class WanStepCacheCalibrate(io.ComfyNode):
+    """Measures the per-step distances and magnitude ratios of your own schedule, the fix for short schedules."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="WanAccelStepCacheCalibrate",
+            display_name="Step Cache Calibrate (Wan)",
+            category="wan-accel/speed",
+            description="Makes the next sampling run compute every step and record, per step, TeaCache's "
+                        "timestep-embedding distances with the change of the output delta, and MagCache's "
+                        "magnitude ratios. At the end it fits TeaCache polynomials and saves everything as "
+                        "models/wan_accel_step_cache/<profile_name>.json for the TeaCache/MagCache nodes. "
+                        "Use the steps, shift, sampler and resolution you will generate with.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 model (t2v or i2v), with your LoRAs and shift applied."),
+                io.String.Input("profile_name", default="wan_i2v_8steps",
+                                tooltip="File name (without .json) in models/wan_accel_step_cache; "
+                                        "letters, digits, '_', '-', '.'."),
+                io.Int.Input("fit_degree", default=DEFAULT_FIT_DEGREE, min=1, max=4,
+                             tooltip="Degree of the TeaCache polynomial (capped at measured steps - 1). "
+                                     "2 is stable for 8-step runs."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model that records its next sampling run.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model: io.Model.Type, profile_name: str, fit_degree: int) -> io.NodeOutput:
+        require_wan(model, "Step Cache Calibrate (Wan)")
+        name = profile_name.strip().removesuffix(".json")
+        if not _NAME_PATTERN.match(name):
+            raise ValueError(f"profile_name {profile_name!r} (nodes/step_cache_calibrate.py): use 1-100 letters, "
+                             f"digits, '_', '-' or '.', starting with a letter or digit")
+        patched = model.clone()
+        for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                     comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+            patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
+        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        patched.model_options["transformer_options"][RECORDER_KEY] = {
+            "file_name": f"{name}.json", "degree": fit_degree, "node_id": node_id}
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                     _outer_sample_wrapper)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                     _diffusion_model_wrapper)
+        text = f"Calibration: the next sampling run computes every step and writes {profile_path(name + '.json')}"
+        return io.NodeOutput(patched, ui=ui.PreviewText(text))

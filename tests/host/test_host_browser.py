@@ -1,0 +1,219 @@
+"""Our nodes' live stats, end to end: the GET route after an API run, then the editor in headless Chromium.
+
+The browser test loads the shipped winner workflow (``workflows/wan21_i2v_480p_winner.json``) on the tiny models,
+checks that no node is reported missing, queues it from the Run button, and reads back the stats our web extension
+keeps and draws under our nodes. Then it changes the graph (the panels must clear), queues again (the GGUF loader
+comes from the host's cache: its panel must come back, marked cached; the post-process runs again) and reloads the
+editor (the panels must come back from ``GET /wan_accel/stats``). Screenshots go to ``test-artifacts/``.
+Needs Debian's chromium (``apt-get install -y chromium``) and ``npm install`` in tests/browser; skipped otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kernels.gguf.reader import read_gguf
+from tests.support import graphs
+from tests.support.host_inprocess import import_host
+from tests.support.clip_vision_stub import write_clip_vision_h_stub
+from tests.support.tiny_models import write_random_image, write_tiny_wan_i2v
+from tests.support.umt5_files import write_small_umt5
+from wan_accel.convert import convert
+from wan_accel.workflow_catalog import MODEL_INPUTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROWSER_DIR = REPO_ROOT / "tests" / "browser"
+BROWSER_SCRIPT = BROWSER_DIR / "editor_stats.mjs"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+WINNER = REPO_ROOT / "workflows" / "wan21_i2v_480p_winner.json"
+CHROMIUM = Path("/usr/bin/chromium")
+LOADER_TYPE = "WanAccelLoadDiTGGUF"
+ENHANCE_TYPE = "WanAccelTextureColourEnhance"
+REPORTING_TYPES = (LOADER_TYPE, ENHANCE_TYPE)
+"""Our nodes in the winner workflow that report stats (the others' badges are wired as their authors finish)."""
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DIT_SHAPE = dict(dim=256, layers=2, ffn=512)
+OK_ACCENT, WARN_ACCENT = "#3fb68b", "#e6a23c"
+CPU_WARNING = "weights dequantise on the CPU: no GPU in use"
+
+
+@pytest.fixture(scope="module")
+def gguf_file(wan_pack, tmp_path_factory) -> Path:
+    """The dim-256 tiny DiT converted to Q6_K."""
+    folder = tmp_path_factory.mktemp("stats_gguf")
+    source = write_tiny_wan_i2v(folder / "wan_tiny256.safetensors", **DIT_SHAPE)
+    return convert(source, folder / "wan_tiny256-Q6_K.gguf", "Q6_K", progress=False)
+
+
+def _loader(unet_name: str) -> tuple[str, dict]:
+    return LOADER_TYPE, {"unet_name": unet_name, "compute_dtype": "fp32"}
+
+
+def _expected_lines(path: Path, resident_mib: str) -> list[str]:
+    types = " ".join(f"{name}×{count}" for name, count in sorted(read_gguf(path).type_counts().items()))
+    return ["dequant: torch per layer → float32 on cpu", f"weights: {types} · {resident_mib} MiB resident"]
+
+
+def _resident_mib(summary: str) -> str:
+    return re.search(r"weights in memory ([0-9.]+) MiB", summary).group(1)
+
+
+def test_stats_route_keeps_what_the_gguf_loader_reported(wan_pack, gguf_file):
+    name = wan_pack.add_model("diffusion_models", gguf_file, "wan_tiny256_route-Q6_K.gguf")
+    history = wan_pack.run(graphs.tiny_i2v_graph(loader=_loader(name), filename_prefix="latents/stats_route"))
+    summary = history["outputs"][graphs.NODE["model"]]["text"][0]
+    kept = wan_pack.get_json("/wan_accel/stats")["nodes"][graphs.NODE["model"]]
+    print(f"\nnode text: {summary}\nkept stats: {json.dumps(kept, ensure_ascii=False)}")
+    assert kept["node_type"] == LOADER_TYPE and kept["prompt_id"] in wan_pack.history()
+    assert kept["stats"]["weight_types"] == read_gguf(gguf_file).type_counts()
+    assert f"{kept['stats']['resident_bytes'] / 2**20:.1f}" == _resident_mib(summary)
+    assert kept["lines"] == _expected_lines(gguf_file, _resident_mib(summary))
+    assert kept["warnings"] == [CPU_WARNING]
+    assert wan_pack.get_json("/api/wan_accel/stats")["nodes"][graphs.NODE["model"]] == kept
+
+
+def _widget_slots(info: dict) -> list[str | None]:
+    """A node type's widget values in the editor's order; None marks the extra value a seed's control mode or an
+    image upload stores after its widget's own."""
+    slots: list[str | None] = []
+    for section in ("required", "optional"):
+        specs = info["input"].get(section, {})
+        for name in info.get("input_order", {}).get(section, list(specs)):
+            kind, options = specs[name][0], (specs[name][1:] or [{}])[0]
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                slots.append(name)
+                if options.get("control_after_generate") or options.get("image_upload"):
+                    slots.append(None)
+    return slots
+
+
+def tiny_winner_workflow(names: dict[str, str], object_info: dict) -> dict:
+    """The shipped winner workflow (UI format) on the tiny models: model files by role (``MODEL_INPUTS``), the
+    start image, 64x64, 5 frames, 4 steps, DiT and VAE in fp32 (fp16 convolutions crawl on a CPU). The loaders'
+    download notes are dropped: they name the real files, which the editor would report missing."""
+    workflow = copy.deepcopy(json.loads(WINNER.read_text(encoding="utf-8")))
+    values: dict[tuple[str, str], object] = {key: names[role] for key, (role, _) in MODEL_INPUTS.items()}
+    values.update({("LoadImage", "image"): names["image"], ("WanImageToVideo", "width"): 64,
+                   ("WanImageToVideo", "height"): 64, ("WanImageToVideo", "length"): 5, ("KSampler", "steps"): 4,
+                   (LOADER_TYPE, "compute_dtype"): "fp32", ("WanAccelLoadVAE", "precision"): "fp32"})
+    for node in workflow["nodes"]:
+        node.get("properties", {}).pop("models", None)
+        if node["type"] in object_info:
+            for index, name in enumerate(_widget_slots(object_info[node["type"]])):
+                if (node["type"], name) in values:
+                    node["widgets_values"][index] = values[node["type"], name]
+    return workflow
+
+
+def _browser_missing() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium)"
+    if shutil.which("node") is None:
+        return "node missing: install Node.js 20"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core missing: run `npm install` in tests/browser"
+    return None
+
+
+@pytest.fixture(scope="module")
+def winner_models(wan_pack, gguf_file) -> dict[str, str]:
+    """Graph names of the stand-ins the winner workflow gets: tiny GGUF DiT, small complete umt5 (the fp8 text
+    encoder loader builds it at the file's shape), sparse ViT-H, random Wan VAE, a 64x64 start image."""
+    from tests.support.wan_vae_weights import write_wan21_vae
+
+    import_host()
+    t0 = time.monotonic()
+    names = {"dit": wan_pack.add_model("diffusion_models", gguf_file, "wan_tiny256_browser-Q6_K.gguf"),
+             "text_encoder": wan_pack.add_model("text_encoders", write_small_umt5, "browser_umt5_small.safetensors"),
+             "clip_vision": wan_pack.add_model("clip_vision", write_clip_vision_h_stub, "browser_vit_h_zero.safetensors"),
+             "vae": wan_pack.add_model("vae", write_wan21_vae, "browser_wan21_vae_random.safetensors"),
+             "image": wan_pack.add_input(lambda path: write_random_image(path, 64, 64, seed=5), "browser_start.png")}
+    print(f"\n[browser] umt5, ViT-H stub, VAE and image written in {time.monotonic() - t0:.1f} s")
+    return names
+
+
+def _run_editor_script(wan_pack, workflow: dict, tmp_path: Path, sampler_id: int) -> dict:
+    workflow_path, result_path = tmp_path / "workflow.json", tmp_path / "result.json"
+    workflow_path.write_text(json.dumps(workflow))
+    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
+    command = ["node", str(BROWSER_SCRIPT), "--url", wan_pack.url, "--workflow", str(workflow_path),
+               "--screenshots", str(ARTIFACTS), "--result", str(result_path),
+               "--changed-widget", f"{sampler_id}:steps=3", "--expect-stats", ",".join(REPORTING_TYPES),
+               "--timeout-ms", "300000"]
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=BROWSER_DIR, env=env, capture_output=True, text=True, timeout=1500)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the browser script ran past 1500 s\n{wan_pack.log_tail()}")
+    print(f"\n[browser] editor session {time.monotonic() - t0:.1f} s")
+    if not result_path.is_file():
+        pytest.fail(f"the browser script wrote no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result = json.loads(result_path.read_text())
+    assert "error" not in result, f"{result['error']}\n{done.stderr}\n{wan_pack.log_tail()}"
+    return result
+
+
+def _node(nodes: list[dict], node_type: str) -> dict:
+    [node] = [node for node in nodes if node["type"] == node_type]
+    return node
+
+
+def _shown(node: dict) -> list[str]:
+    """The rows a node's panel must show for the stats it holds."""
+    return node["stats"]["lines"] + [f"⚠ {warning}" for warning in node["stats"]["warnings"]]
+
+
+def test_editor_shows_clears_and_restores_the_stats_under_our_nodes(wan_pack, gguf_file, winner_models, tmp_path):
+    missing = _browser_missing()
+    if missing:
+        pytest.skip(missing)
+    workflow = tiny_winner_workflow(winner_models, wan_pack.object_info())
+    sampler_id = next(node["id"] for node in workflow["nodes"] if node["type"] == "KSampler")
+    ARTIFACTS.mkdir(exist_ok=True)
+    result = _run_editor_script(wan_pack, workflow, tmp_path, sampler_id)
+    steps = result["steps"]
+
+    assert steps["load"]["missing"] == [] and not any("missing" in text.lower() for text in steps["load"]["dialogs"])
+    assert sorted(steps["load"]["node_types"]) == sorted(node["type"] for node in workflow["nodes"])
+
+    first = steps["first_run"]
+    assert first["status"] == "success", first
+    loader, enhance = _node(first["nodes"], LOADER_TYPE), _node(first["nodes"], ENHANCE_TYPE)
+    kept = wan_pack.get_json("/wan_accel/stats")["nodes"]
+    expected = _expected_lines(gguf_file, f"{kept[loader['id']]['stats']['resident_bytes'] / 2**20:.1f}")
+    for node in (loader, enhance):
+        assert (node["color"], node["bgcolor"]) == ("#1f4e5f", "#163843")
+        assert node["stats"]["cached"] is False and node["stats"]["prompt_id"] == first["detail"]["prompt_id"]
+        assert node["drawn"]["rows"][0].startswith("⚡ wan-accel · ") and node["drawn"]["rows"][1:] == _shown(node)
+    assert loader["stats"]["lines"] == expected and loader["stats"]["warnings"] == [CPU_WARNING]
+    assert loader["drawn"]["accent"] == WARN_ACCENT
+    frame_time = enhance["stats"]["stats"]["seconds_per_frame"]
+    assert enhance["stats"]["lines"] == [f"time: {frame_time * 1000:.0f} ms/frame" if frame_time < 1
+                                         else f"time: {frame_time:.1f} s/frame", "5 frames 64×64 on cpu"]
+    assert enhance["stats"]["warnings"] == [] and enhance["drawn"]["accent"] == OK_ACCENT
+
+    assert all(node["stats"] is None for node in steps["after_change"]["nodes"])
+
+    second = steps["second_run"]
+    assert second["status"] == "success", second
+    cached, rerun = _node(second["nodes"], LOADER_TYPE), _node(second["nodes"], ENHANCE_TYPE)
+    assert cached["stats"]["cached"] is True and cached["stats"]["lines"] == expected
+    assert cached["stats"]["prompt_id"] == first["detail"]["prompt_id"]
+    assert cached["drawn"]["rows"][0].startswith("⚡ wan-accel · cached, ")
+    assert rerun["stats"]["cached"] is False and rerun["stats"]["prompt_id"] == second["detail"]["prompt_id"]
+
+    restored = {node["type"]: node["stats"] for node in steps["after_reload"]["nodes"]}
+    assert restored[LOADER_TYPE]["lines"] == expected
+    assert restored[ENHANCE_TYPE]["prompt_id"] == second["detail"]["prompt_id"]
+    assert all((ARTIFACTS / name).stat().st_size > 20_000 for name in result["screenshots"])
+    print(f"[browser] runs from the editor: {first['seconds']:.1f} s, then {second['seconds']:.1f} s with the "
+          f"loader cached; loader panel {loader['drawn']['rows']}; post-process panel {enhance['drawn']['rows']}; "
+          f"screenshots {result['screenshots']} in {ARTIFACTS}; console errors: {result['console_errors']}")

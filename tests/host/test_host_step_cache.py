@@ -1,0 +1,202 @@
+"""TeaCache / MagCache / calibration nodes on the real host: forwards counted, outputs compared with the plain model.
+
+In-process tests drive the host's KSampler path (``comfy.sample.sample``) on the tiny Wan 2.1 I2V DiT at 8
+uni_pc steps and count the DiT forwards that really ran with an innermost DIFFUSION_MODEL wrapper. Graph
+tests run the nodes through the server and read the statistics line the nodes log after every run.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.comfy_server import ComfyServer, read_latent
+from tests.support.graphs import NODE, tiny_i2v_graph
+from tests.support.host_inprocess import import_pack_module
+from tests.support.tiny_sampling import ForwardCounter, TinyWanSampler, psnr, relative_l2
+
+STEPS = 8
+TINY_PROFILE = Path(__file__).resolve().parents[1] / "data" / "step_cache_tiny_i2v_8steps.json"
+TEA_ARGS = dict(model_type="wan2.1_i2v_480p_14B", profile="none", rel_l1_thresh=0.3, first_steps=1, last_steps=1,
+                max_consecutive_skips=100, start_percent=0.0, end_percent=1.0, cache_device="compute")
+MAG_ARGS = dict(model_type="wan2.1_i2v_480p_14B", profile="none", magcache_thresh=0.24, magcache_K=100,
+                retention_ratio=0.2, last_steps=1, cache_device="compute")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TinyWanSampler:
+    return TinyWanSampler()
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    return import_pack_module("nodes.step_cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny) -> torch.Tensor:
+    return tiny.sample(steps=STEPS)
+
+
+def teacache(nodes, model, **overrides):
+    return nodes.WanTeaCache.execute(model, **{**TEA_ARGS, **overrides}).result[0]
+
+
+def magcache(nodes, model, **overrides):
+    return nodes.WanMagCache.execute(model, **{**MAG_ARGS, **overrides}).result[0]
+
+
+def sigmas_of(counter: ForwardCounter) -> list[float]:
+    return [round(f.sigma, 6) for f in counter.forwards]
+
+
+def test_threshold_zero_never_skips_and_matches_the_unpatched_model(tiny, nodes, reference):
+    for name, model in (("TeaCache", teacache(nodes, tiny.patcher, rel_l1_thresh=0.0)),
+                        ("MagCache", magcache(nodes, tiny.patcher, magcache_thresh=0.0))):
+        counter = ForwardCounter()
+        out = tiny.sample(model, steps=STEPS, counter=counter)
+        assert len(counter.forwards) == STEPS, name
+        assert torch.equal(out, reference), name
+        assert nodes.LAST_RUN_STATS[""]["steps_computed"] == STEPS
+
+
+def test_huge_threshold_computes_only_the_forced_first_and_last_steps(tiny, nodes, reference):
+    plain = ForwardCounter()
+    tiny.sample(steps=STEPS, counter=plain)
+    expected = [plain.forwards[0].sigma, plain.forwards[-1].sigma]
+    for name, model in (("TeaCache", teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)),
+                        ("MagCache", magcache(nodes, tiny.patcher, magcache_thresh=1e9))):
+        counter = ForwardCounter()
+        out = tiny.sample(model, steps=STEPS, counter=counter)
+        print(f"\n[host] {name} huge threshold: {len(counter.forwards)}/{STEPS} forwards, "
+              f"PSNR {psnr(out, reference):.2f} dB, rel. L2 {relative_l2(out, reference):.4f} vs no cache")
+        assert [f.sigma for f in counter.forwards] == expected, name
+        stats = nodes.LAST_RUN_STATS[""]
+        assert (stats["steps_computed"], stats["steps_skipped"]) == (2, 6)
+        assert torch.isfinite(out).all() and not torch.equal(out, reference)
+
+
+def test_two_runs_in_a_row_at_cfg_1_recompute_the_second_runs_first_step(tiny, nodes):
+    model = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9, first_steps=0)
+    runs = []
+    for _ in range(2):
+        counter = ForwardCounter()
+        runs.append((tiny.sample(model, steps=STEPS, cfg=1.0, counter=counter), counter))
+    (first_out, first), (second_out, second) = runs
+    assert sigmas_of(first) == sigmas_of(second)
+    assert len(second.forwards) == 2 and second.forwards[0].sigma == pytest.approx(1.0)
+    assert torch.equal(first_out, second_out), "state leaked from the first run into the second"
+
+
+def test_a_resolution_change_between_runs_needs_no_reset_by_hand(tiny, nodes):
+    model = magcache(nodes, tiny.patcher, magcache_thresh=1e9)
+    for width, height in ((64, 64), (96, 80), (64, 64)):
+        counter = ForwardCounter()
+        out = tiny.sample(model, steps=STEPS, width=width, height=height, counter=counter)
+        assert out.shape == (1, 16, 2, height // 8, width // 8)
+        assert len(counter.forwards) == 2
+        assert {f.shape for f in counter.forwards} == {(1, 36, 2, height // 8, width // 8)}
+
+
+def test_cond_and_uncond_streams_at_cfg_3(tiny, nodes):
+    reference = tiny.sample(steps=STEPS, cfg=3.0)
+    exact = tiny.sample(teacache(nodes, tiny.patcher, rel_l1_thresh=0.0), steps=STEPS, cfg=3.0)
+    assert torch.equal(exact, reference)
+    counter = ForwardCounter()
+    cached = tiny.sample(teacache(nodes, tiny.patcher, rel_l1_thresh=1e9), steps=STEPS, cfg=3.0, counter=counter)
+    assert len(counter.forwards) == 2 and all(sorted(f.cond_or_uncond) == [0, 1] for f in counter.forwards)
+    assert torch.isfinite(cached).all()
+
+
+def test_offloaded_cache_gives_the_same_output(tiny, nodes):
+    kept = tiny.sample(magcache(nodes, tiny.patcher, magcache_thresh=0.1), steps=STEPS)
+    offloaded = tiny.sample(magcache(nodes, tiny.patcher, magcache_thresh=0.1, cache_device="offload"), steps=STEPS)
+    assert torch.equal(kept, offloaded)
+
+
+def test_calibration_records_the_shipped_tiny_profile_and_the_caches_use_it(tiny, nodes, reference, tmp_path,
+                                                                          monkeypatch):
+    import folder_paths
+
+    calibrate = import_pack_module("nodes.step_cache_calibrate")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, nodes.PROFILE_FOLDER, ([str(tmp_path)], set()))
+    counter = ForwardCounter()
+    out = tiny.sample(calibrate.WanStepCacheCalibrate.execute(tiny.patcher, "tiny", 2).result[0], steps=STEPS,
+                      counter=counter)
+    assert len(counter.forwards) == STEPS and torch.equal(out, reference)
+    fresh = json.loads((tmp_path / "tiny.json").read_text())
+    shipped = json.loads(TINY_PROFILE.read_text())
+    assert fresh["sigmas"] == pytest.approx(shipped["sigmas"])
+    assert fresh["streams"]["cond"]["mag_ratio"] == pytest.approx(shipped["streams"]["cond"]["mag_ratio"], rel=1e-4)
+    assert nodes.list_profiles() == ["none", "tiny.json"]
+
+    for name, model in (("TeaCache", teacache(nodes, tiny.patcher, profile="tiny.json", rel_l1_thresh=0.5)),
+                        ("MagCache", magcache(nodes, tiny.patcher, profile="tiny.json", magcache_thresh=0.1))):
+        counter = ForwardCounter()
+        cached = tiny.sample(model, steps=STEPS, counter=counter)
+        print(f"\n[host] {name} with the tiny profile: {len(counter.forwards)}/{STEPS} forwards, "
+              f"PSNR {psnr(cached, reference):.2f} dB vs no cache")
+        assert 2 < len(counter.forwards) < STEPS, name
+
+
+def test_teacache_refuses_a_model_that_is_not_wan(nodes):
+    class NotWan:
+        def get_model_object(self, name):
+            return torch.nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match=r"nodes/step_cache\.py\) needs a Wan 2.1 model"):
+        nodes.WanTeaCache.execute(NotWan(), **TEA_ARGS)
+
+
+# ---------------------------------------------------------------------------------------------- graph tests
+
+def with_patch(graph: dict, node_id: str, class_type: str, inputs: dict) -> dict:
+    """``graph`` with node ``class_type`` inserted between the model loader and the KSampler."""
+    graph[node_id] = {"class_type": class_type, "inputs": {"model": [NODE["model"], 0], **inputs}}
+    graph[NODE["sampler"]]["inputs"]["model"] = [node_id, 0]
+    return graph
+
+
+def run_latent(comfy: ComfyServer, graph: dict) -> torch.Tensor:
+    [path] = comfy.output_files(comfy.run(graph, timeout=600), "latents")
+    return read_latent(path)
+
+
+def stats_lines(comfy: ComfyServer, policy: str) -> list[str]:
+    return re.findall(rf"{policy}: computed \d+/\d+ steps, skipped \d+", comfy.log_text())
+
+
+def test_graph_teacache_at_threshold_zero_matches_the_plain_graph(wan_pack: ComfyServer):
+    plain = run_latent(wan_pack, tiny_i2v_graph(steps=STEPS, seed=5, filename_prefix="latents/sc_plain"))
+    before = len(stats_lines(wan_pack, "TeaCache"))
+    graph = with_patch(tiny_i2v_graph(steps=STEPS, seed=5, filename_prefix="latents/sc_tea0"), "20",
+                       "WanAccelTeaCache", {**TEA_ARGS, "rel_l1_thresh": 0.0})
+    assert torch.equal(run_latent(wan_pack, graph), plain)
+    assert stats_lines(wan_pack, "TeaCache")[before:] == ["TeaCache: computed 8/8 steps, skipped 0"]
+
+
+def test_graph_magcache_reports_only_forced_steps_on_every_run(wan_pack: ComfyServer):
+    before = len(stats_lines(wan_pack, "MagCache"))
+    for seed in (1, 2):
+        graph = with_patch(tiny_i2v_graph(steps=STEPS, seed=seed, filename_prefix="latents/sc_mag"), "20",
+                           "WanAccelMagCache", {**MAG_ARGS, "magcache_thresh": 10.0})
+        assert torch.isfinite(run_latent(wan_pack, graph)).all()
+    assert stats_lines(wan_pack, "MagCache")[before:] == ["MagCache: computed 2/8 steps, skipped 6"] * 2
+
+
+def test_graph_calibrate_then_teacache_with_the_profile(wan_pack: ComfyServer):
+    graph = with_patch(tiny_i2v_graph(steps=STEPS, seed=3, filename_prefix="latents/sc_cal"), "20",
+                       "WanAccelStepCacheCalibrate", {"profile_name": "host_tiny", "fit_degree": 2})
+    run_latent(wan_pack, graph)
+    profile = wan_pack.models_dir / "wan_accel_step_cache" / "host_tiny.json"
+    assert json.loads(profile.read_text())["steps"] == STEPS
+    kind, options = wan_pack.object_info("WanAccelTeaCache")["WanAccelTeaCache"]["input"]["required"]["profile"]
+    assert kind == "COMBO" and "host_tiny.json" in options["options"]
+    before = len(stats_lines(wan_pack, "TeaCache"))
+    graph = with_patch(tiny_i2v_graph(steps=STEPS, seed=3, filename_prefix="latents/sc_tea_profile"), "20",
+                       "WanAccelTeaCache", {**TEA_ARGS, "profile": "host_tiny.json", "rel_l1_thresh": 10.0})
+    run_latent(wan_pack, graph)
+    assert stats_lines(wan_pack, "TeaCache")[before:] == ["TeaCache: computed 2/8 steps, skipped 6"]

@@ -1,0 +1,230 @@
+"""wan-accel: run a shipped workflow headless on a ComfyUI server, bench a batch like the challenge, or check setup.
+
+    wan-accel run --workflow winner --image in.png --prompt "..." [--server URL] [--seed N] [--out DIR]
+    wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR]
+    wan-accel doctor [--server URL] [--comfyui DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from .bench import METRICS, JobOutcome, Sample, load_pairs, run_bench
+from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent
+from .doctor import run_doctor
+from .errors import UsageError, WanAccelError, node_label
+from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
+from .workflow_catalog import WORKFLOWS, find_workflow
+
+BAR_WIDTH = 24
+MODEL_FLAGS = {"dit": "--dit", "text_encoder": "--text-encoder", "clip_vision": "--clip-vision", "vae": "--vae"}
+
+
+class ProgressPrinter:
+    """Shows a prompt's progress on a stream: one line per node, a bar with step i/n for nodes that report steps.
+
+    On a terminal the bar redraws in place; otherwise (logs, pipes) every update is its own line.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = False
+        self.open_bar = False
+
+    def _line(self, text: str) -> None:
+        if self.open_bar:
+            self.stream.write("\n")
+            self.open_bar = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _bar(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + text)
+            self.stream.flush()
+            self.open_bar = True
+        else:
+            self._line(text)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "warning":
+            self._line(f"  warning: {event.label}")
+        elif event.kind == "queued" and not self.started and event.value > 0:
+            self._line(f"  waiting in the server's queue: {event.value} prompt(s) ahead")
+        elif event.kind == "started":
+            self.started = True
+        elif event.kind == "cached" and event.value:
+            self._line(f"  {event.value} node(s) reused from the server's cache")
+        elif event.kind == "node":
+            self._line(f"  #{event.node_id} {event.label}")
+        elif event.kind == "step" and event.total > 0:
+            filled = round(BAR_WIDTH * event.value / event.total)
+            self._bar(f"  #{event.node_id} {event.label}: step {event.value}/{event.total} "
+                      f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}]")
+        elif event.kind == "finished" and self.open_bar:
+            self._line("")
+
+
+def _multiple(value: int | None, of: int, remainder: int, flag: str, rule: str) -> None:
+    if value is not None and (value < 1 or value % of != remainder):
+        raise UsageError(f"{flag} {value}: {rule}")
+
+
+def overrides_from(args: argparse.Namespace) -> Overrides:
+    """The workflow overrides common to run and bench: negative prompt, size, steps, fps, model files, --set."""
+    _multiple(args.width, 16, 0, "--width", "must be a positive multiple of 16")
+    _multiple(args.height, 16, 0, "--height", "must be a positive multiple of 16")
+    _multiple(args.length, 4, 1, "--length", "must be 4k+1 frames (1, 5, 9, ..., 81)")
+    models = {role: getattr(args, role) for role in MODEL_FLAGS if getattr(args, role)}
+    return Overrides(negative=args.negative, steps=args.steps, width=args.width, height=args.height,
+                     length=args.length, fps=args.fps, models=models, settings=dict(args.set))
+
+
+def generate(client: ComfyClient, template: Mapping[str, Any], overrides: Overrides, image: Path, out_dir: Path,
+             progress: Callable[[ProgressEvent], None], timeout: float) -> tuple[Execution, list[Path]]:
+    """Uploads the image, fills and queues the workflow, follows it, downloads its output files."""
+    if not image.is_file():
+        raise UsageError(f"image {image} does not exist")
+    graph = fill(template, overrides)
+    client.check_model_files(graph)
+    graph = fill(graph, Overrides(image=client.upload_image(image)))
+    execution = client.execute(graph, progress, timeout)
+    return execution, [client.download(item, out_dir) for item in execution.files]
+
+
+def _print_texts(execution: Execution, graph: Mapping[str, Any], out: TextIO) -> None:
+    for node_id, texts in execution.texts.items():
+        for text in texts:
+            out.write(f"  #{node_id} {node_label(graph, node_id)}: {text}\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: one image and prompt through a workflow, outputs downloaded, wall time printed."""
+    started = time.monotonic()
+    name, path = find_workflow(args.workflow)
+    template = load_api_workflow(path)
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    overrides = dataclasses.replace(overrides_from(args), prompt=args.prompt, seed=seed,
+                                    filename_prefix=f"wan_accel/{Path(args.image).stem}")
+    client = ComfyClient(args.server)
+    client.system_stats()
+    print(f"wan-accel run: {name} on {client.base_url}, seed {seed}")
+    execution, paths = generate(client, template, overrides, Path(args.image), Path(args.out),
+                                ProgressPrinter(), args.timeout)
+    _print_texts(execution, template, sys.stdout)
+    for saved in paths:
+        print(f"saved {saved}")
+    if not paths:
+        print("the workflow produced no output file")
+    waited = f", after {execution.queue_seconds:.2f} s in the server's queue" if execution.queue_seconds >= 0.5 else ""
+    print(f"wall time {time.monotonic() - started:.2f} s (generation {execution.seconds:.2f} s{waited})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """A batch of image-prompt pairs, resumable, scored like the challenge."""
+    name, path = find_workflow(args.workflow)
+    template = load_api_workflow(path)
+    base = overrides_from(args)
+    samples = [dataclasses.replace(s, seed=args.seed if s.seed is None else s.seed) for s in load_pairs(args.pairs)]
+    out_dir = Path(args.out)
+    config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
+    client = ComfyClient(args.server)
+    client.system_stats()
+    print(f"wan-accel bench: {name} on {client.base_url}, {len(samples)} sample(s), results in {out_dir}")
+
+    def job(sample: Sample) -> JobOutcome:
+        overrides = dataclasses.replace(base, prompt=sample.prompt, seed=sample.seed,
+                                        negative=sample.negative or base.negative,
+                                        filename_prefix=f"wan_accel/bench/{sample.id}")
+        execution, paths = generate(client, template, overrides, sample.image, out_dir / "videos",
+                                    ProgressPrinter(), args.timeout)
+        return JobOutcome(execution.seconds, execution.queue_seconds, execution.host_seconds(), paths)
+
+    metrics = [METRICS[metric]() for metric in args.metric]
+    try:
+        summary = run_bench(samples, job, out_dir / "results.json", config, metrics,
+                            report=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: finished samples are saved in {out_dir / 'results.json'}; run the same command "
+              f"to resume", file=sys.stderr)
+        return 130
+    for line in summary.lines():
+        print(line)
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What is live and what is missing."""
+    comfyui = args.comfyui or os.environ.get("COMFYUI_PATH")
+    return run_doctor(args.server, Path(comfyui) if comfyui else None)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address (default {DEFAULT_SERVER})")
+    parser.add_argument("--workflow", default="winner",
+                        help=f"{', '.join(WORKFLOWS)} (shipped) or a path to an API-format JSON (default winner)")
+    parser.add_argument("--negative", help="negative prompt (default: the workflow's)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the workflow's)")
+    parser.add_argument("--width", type=int, help="video width, multiple of 16 (default: the workflow's)")
+    parser.add_argument("--height", type=int, help="video height, multiple of 16 (default: the workflow's)")
+    parser.add_argument("--length", type=int, help="frames, 4k+1 (default: the workflow's)")
+    parser.add_argument("--fps", type=float, help="frame rate of the saved video (default: the workflow's)")
+    for role, flag in MODEL_FLAGS.items():
+        parser.add_argument(flag, dest=role, metavar="FILE",
+                            help=f"{role.replace('_', ' ')} file name as the server lists it (default: the workflow's)")
+    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE", type=parse_setting,
+                        help="set any input of the workflow by node id, e.g. --set 9.precision=fp32 (repeatable; "
+                             "ids are shown in the progress lines)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a prompt is interrupted")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wan-accel`` argument parser with its three subcommands."""
+    parser = argparse.ArgumentParser(prog="wan-accel", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="one image + prompt through a workflow; downloads the video")
+    _add_common(run)
+    run.add_argument("--image", required=True, help="start image (uploaded to the server)")
+    run.add_argument("--prompt", required=True, help="what happens in the video")
+    run.add_argument("--seed", type=int, help="sampler seed (default: random, printed)")
+    run.add_argument("--out", default="outputs", help="folder for the downloaded outputs (default outputs)")
+    run.set_defaults(handler=cmd_run)
+
+    bench = commands.add_parser("bench", help="a folder or CSV of image-prompt pairs, resumable, with speed score")
+    _add_common(bench)
+    bench.add_argument("--pairs", required=True,
+                       help="folder of NAME.png + NAME.txt, or CSV with columns image,prompt[,id,seed,negative]")
+    bench.add_argument("--seed", type=int, default=42, help="seed of samples whose CSV row has none (default 42)")
+    bench.add_argument("--out", default="bench_out", help="folder for results.json and videos/ (default bench_out)")
+    bench.add_argument("--metric", action="append", default=[], choices=sorted(METRICS),
+                       help="quality metric to record per sample (repeatable)")
+    bench.set_defaults(handler=cmd_bench)
+
+    doctor = commands.add_parser("doctor", help="torch/CUDA/GPU, fp8, triton, sageattention, server, model files")
+    doctor.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address (default {DEFAULT_SERVER})")
+    doctor.add_argument("--comfyui", help="ComfyUI folder to look for model files in when the server is down "
+                                          "(default $COMFYUI_PATH)")
+    doctor.set_defaults(handler=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``wan-accel`` and ``python -m wan_accel``; errors print as one readable message."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except WanAccelError as exc:
+        print(f"wan-accel: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("wan-accel: interrupted (the server's prompt was interrupted too)", file=sys.stderr)
+        return 130
