@@ -1,8 +1,10 @@
 """Node "Load Wan DiT (GGUF)": a Wan 2.1 DiT from a .gguf file, weights dequantised per layer at run time."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io, ui
 
+from ..kernels.gguf.backend import choose_path
 from .gguf_model import COMPUTE_DTYPES, LoadedGGUFModel, load_wan_gguf
 from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats
@@ -42,8 +44,11 @@ class LoadWanDiTGGUF(io.ComfyNode):
 
 def _stats(loaded: LoadedGGUFModel) -> NodeStats:
     """The editor badge's numbers: where the weights get dequantised, their GGUF types, the bytes kept resident."""
-    device = loaded.patcher.load_device.type
+    device = loaded.patcher.load_device
     dtype = str(loaded.compute_dtype).removeprefix("torch.")
-    warnings = ("weights dequantise on the CPU: no GPU in use",) if device == "cpu" else ()
-    return NodeStats(dequant_path=f"torch per layer → {dtype} on {device}", weight_types=loaded.source.type_counts(),
+    path, reason = choose_path(torch.empty(0, dtype=torch.uint8, device=device), loaded.dominant_qtype,
+                               loaded.compute_dtype)
+    warnings = ("weights dequantise on the CPU: no GPU in use",) if device.type == "cpu" else ()
+    return NodeStats(dequant_path=f"{path} per layer → {dtype} on {device.type} ({reason})",
+                     weight_types=loaded.source.type_counts(),
                      resident_bytes=loaded.resident_weight_bytes, warnings=warnings)
