@@ -4,9 +4,7 @@ Usage: python benchmarks/dequant.py [--size 4096] [--repeat 5] [--types Q6_K,Q8_
 """
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
 
@@ -15,6 +13,7 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
+from timing import best_time  # noqa: E402  (benchmarks/timing.py)
 from kernels.gguf import dequantize
 
 # Byte offsets of each block type's fp16 scale fields, overwritten with finite values.
@@ -31,19 +30,6 @@ def random_blocks(qtype: GGMLQuantizationType, n_values: int) -> np.ndarray:
         scales = (rng.standard_normal((len(blocks), 1)) * 0.01).astype(np.float16)
         blocks[:, offset : offset + 2] = scales.view(np.uint8)
     return blocks
-
-
-def best_of(repeat: int, run: Callable[[], object], sync: Callable[[], None] = lambda: None) -> float:
-    """Fastest of ``repeat`` timed calls after one warm-up, in seconds."""
-    run()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -66,14 +52,14 @@ def main() -> None:
         qtype = GGMLQuantizationType[name.strip()]
         blocks = random_blocks(qtype, args.size * args.size)
         data = torch.from_numpy(blocks).reshape(-1)
-        reference = best_of(args.repeat, lambda: gguf_dequantize(blocks, qtype))
-        ours = best_of(args.repeat, lambda: dequantize(data, qtype, shape))
-        ours_bf16 = best_of(args.repeat, lambda: dequantize(data, qtype, shape, dtype=torch.bfloat16))
+        reference = best_time(lambda: gguf_dequantize(blocks, qtype), args.repeat)
+        ours = best_time(lambda: dequantize(data, qtype, shape), args.repeat)
+        ours_bf16 = best_time(lambda: dequantize(data, qtype, shape, dtype=torch.bfloat16), args.repeat)
         row = (f"{name:6} {mega / reference:9.1f} {mega / ours:9.1f} {mega / ours_bf16:9.1f} "
                f"{reference / ours:8.2f}x {reference / ours_bf16:8.2f}x")
         if cuda:
             on_gpu = data.cuda()
-            gpu = best_of(args.repeat, lambda: dequantize(on_gpu, qtype, shape), torch.cuda.synchronize)
+            gpu = best_time(lambda: dequantize(on_gpu, qtype, shape), args.repeat, torch.cuda.synchronize)
             row += f" {mega / gpu:10.0f} {reference / gpu:9.0f}x"
         print(row)
 

@@ -10,13 +10,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from timing import best_time  # noqa: E402  (benchmarks/timing.py)
 from kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video  # noqa: E402
 from kernels.postprocess.reference_cv2 import enhance_video_naive_cv2  # noqa: E402
 
@@ -38,18 +37,6 @@ def synthetic_video(frames: int, height: int, width: int, seed: int = 0) -> torc
         noise = torch.randn((3, height, width), generator=generator) * 0.01
         video[t] = frame.add(noise).clamp(0.0, 1.0).permute(1, 2, 0)
     return video
-
-
-def best_time(run: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Fastest wall time of ``repeats`` calls of ``run``, in seconds."""
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -74,8 +61,8 @@ def main() -> None:
 
     naive_times, ours_times = [], []
     for _ in range(args.repeats):  # interleaved so both see the same machine load
-        naive_times.append(best_time(lambda: enhance_video_naive_cv2(frames_np), 1))
-        ours_times.append(best_time(lambda: enhance_video(video, chunk_frames=args.chunk_frames), 1))
+        naive_times.append(best_time(lambda: enhance_video_naive_cv2(frames_np), 1, warmup=False))
+        ours_times.append(best_time(lambda: enhance_video(video, chunk_frames=args.chunk_frames), 1, warmup=False))
     t_naive, t_ours = min(naive_times), min(ours_times)
 
     print(f"clip: {args.frames} frames {args.width}x{args.height}, threads: torch {torch.get_num_threads()}, "

@@ -12,33 +12,19 @@ Usage: python benchmarks/text_encoder.py [--tokens 512] [--repeat 3] [--device c
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
 
 import torch
 
+from timing import best_time  # noqa: E402  (benchmarks/timing.py)
 from kernels.fp8 import compute_dtype_for, quantize, scaled_linear
 from kernels.prompt_cache import PromptCacheStore, decode_conditioning, encode_conditioning
 
 UMT5_XXL_LINEARS = {"q/k/v/o 4096x4096": ((4096, 4096), 4), "wi_0/wi_1 10240x4096": ((10240, 4096), 2),
                     "wo 4096x10240": ((4096, 10240), 1)}
 BLOCKS = 24
-
-
-def best_of(repeat: int, run: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Fastest of ``repeat`` timed calls after one warm-up, in seconds."""
-    run()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -63,8 +49,8 @@ def main() -> None:
         q, scale = quantize(weight, "per_row")
         del weight
         inputs = x if in_f == 4096 else torch.randn(1, args.tokens, in_f, device=device)
-        host = best_of(args.repeat, lambda: torch.nn.functional.linear(inputs, bf16.to(inputs.dtype)), sync)
-        ours = best_of(args.repeat, lambda: scaled_linear(inputs, q, scale), sync)
+        host = best_time(lambda: torch.nn.functional.linear(inputs, bf16.to(inputs.dtype)), args.repeat, sync)
+        ours = best_time(lambda: scaled_linear(inputs, q, scale), args.repeat, sync)
         totals["host bf16"] += host * per_block * BLOCKS
         totals["fp8"] += ours * per_block * BLOCKS
         bytes_bf16 += bf16.nbytes * per_block
@@ -86,7 +72,7 @@ def main() -> None:
             entry = store.get(key)
             return decode_conditioning(entry.tensors, entry.metadata)
 
-        hit_seconds = best_of(args.repeat, hit, lambda: None)
+        hit_seconds = best_time(hit, args.repeat)
     print(f"prompt-cache hit ([1, 512, 4096] fp32 from disk): {hit_seconds * 1000:.1f} ms vs the fp8 Linear layers "
           f"of one encode {totals['fp8']:.2f} s: ratio hit/encode {hit_seconds / totals['fp8']:.5f} "
           "(the encode also needs the encoder loaded)")
