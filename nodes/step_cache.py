@@ -152,9 +152,9 @@ def _diffusion_model_wrapper(executor, *args, **kwargs):
 def attach_step_cache(model: io.Model.Type, config: StepCacheConfig) -> io.Model.Type:
     """A clone of ``model`` whose sampling runs use ``config``; replaces any earlier cache or calibration."""
     patched = model.clone()
+    if patched.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY):
+        log.info("%s replaces an earlier wan-accel step cache/calibration on this model", config.policy.name)
     for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
-        if patched.get_wrappers(kind, WRAPPER_KEY):
-            log.info("%s replaces an earlier wan-accel step cache/calibration on this model", config.policy.name)
         patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
     patched.model_options["transformer_options"][CONFIG_KEY] = config
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)

@@ -142,6 +142,13 @@ def test_calibration_records_the_shipped_tiny_profile_and_the_caches_use_it(tiny
         assert 2 < len(counter.forwards) < STEPS, name
 
 
+def test_a_later_cache_node_replaces_an_earlier_one(tiny, nodes, reference):
+    model = teacache(nodes, magcache(nodes, tiny.patcher, magcache_thresh=1e9), rel_l1_thresh=0.0)
+    counter = ForwardCounter()
+    assert torch.equal(tiny.sample(model, steps=STEPS, counter=counter), reference)
+    assert len(counter.forwards) == STEPS
+
+
 def test_teacache_refuses_a_model_that_is_not_wan(nodes):
     class NotWan:
         def get_model_object(self, name):
