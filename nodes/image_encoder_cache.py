@@ -28,6 +28,7 @@ from comfy_extras.nodes_wan import WanImageToVideo
 from ..kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
 from ..kernels.prompt_cache import CorruptEntry, PromptCacheStore, file_identity
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, report_node_stats
 
 log = logging.getLogger("wan_accel")
 CACHE_LIMIT_BYTES = 1024 ** 3
@@ -134,6 +135,7 @@ class CLIPVisionEncodeCached(io.ComfyNode):
         output, hit = encode_clip_vision_cached(encoder_cache_store(), resolve_model_file("clip_vision", clip_name),
                                                 image, crop)
         text = f"CLIP vision {clip_name}: {_hit_text(hit)}"
+        report_node_stats("WanAccelCLIPVisionEncodeCached", NodeStats(image_encoder_cache="hit" if hit else "miss"))
         log.info("wan_accel: %s", text)
         return io.NodeOutput(output, ui=ui.PreviewText(text))
 
@@ -201,4 +203,6 @@ class WanImageToVideoCached(io.ComfyNode):
         text = ("no start image: nothing to encode" if cached_vae is vae
                 else f"conditioning latent: {_hit_text(cached_vae.hit)}")
         log.info("wan_accel: WanImageToVideo (cached): %s", text)
+        report_node_stats("WanAccelImageToVideoCached", NodeStats(notes=(text,)) if cached_vae is vae
+                          else NodeStats(image_encoder_cache="hit" if cached_vae.hit else "miss"))
         return io.NodeOutput(*result.args, ui=ui.PreviewText(text))

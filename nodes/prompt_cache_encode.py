@@ -29,6 +29,7 @@ from ..kernels.prompt_cache import (
     prompt_key,
 )
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, report_node_stats
 from .text_encoder_fp8 import (
     DEVICES,
     TEXT_ENCODER_EXTENSIONS,
@@ -173,4 +174,6 @@ class EncodePromptCached(io.ComfyNode):
     def execute(cls, clip_name: str, text: str, device: str, scaling: str, min_length: int, min_padding: int,
                 cache_limit_mb: int) -> io.NodeOutput:
         result = encode_prompt_cached(clip_name, text, device, scaling, min_length, min_padding, cache_limit_mb)
+        report_node_stats("WanAccelEncodePromptCached", NodeStats(text_encoder_cache="hit" if result.hit else "miss",
+                                                                  notes=(f"took {result.seconds:.2f} s",)))
         return io.NodeOutput(result.conditioning, ui=ui.PreviewText(result.summary()))

@@ -40,6 +40,7 @@ class NodeStats:
     seconds_per_step: Optional[float] = None
     seconds_per_frame: Optional[float] = None
     text_encoder_cache: Optional[str] = None
+    image_encoder_cache: Optional[str] = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -73,6 +74,8 @@ class NodeStats:
             lines.append(f"time: {format_seconds(self.seconds_per_frame)}/frame")
         if self.text_encoder_cache is not None:
             lines.append(f"text encoder cache: {self.text_encoder_cache}")
+        if self.image_encoder_cache is not None:
+            lines.append(f"image encoder cache: {self.image_encoder_cache}")
         return lines + list(self.notes)
 
     def all_warnings(self) -> list[str]:
@@ -159,9 +162,13 @@ def report_node_stats(node_type: str, stats: NodeStats) -> Optional[dict[str, An
 
 
 def report_run_stats(target: Optional[StatsTarget], stats: NodeStats) -> Optional[dict[str, Any]]:
-    """From an OUTER_SAMPLE wrapper at the end of a run: merges onto the node's stats of the same type and sends."""
+    """From an OUTER_SAMPLE wrapper at the end of a run: merges onto the node's stats of the same type and sends,
+    under the prompt running now (the patch node itself may have come from the host's cache)."""
     if target is None:
         return None
+    context = get_executing_context()
+    if context is not None:
+        target = dataclasses.replace(target, prompt_id=context.prompt_id)
     return _publish(target, stats, merge=True)
 
 
@@ -169,12 +176,6 @@ def latest_stats() -> dict[str, dict[str, Any]]:
     """The latest message per node id, as ``GET /wan_accel/stats`` serves it."""
     with _lock:
         return {node_id: entry.message() for node_id, entry in _latest.items()}
-
-
-def clear_stats() -> None:
-    """Forgets every kept entry."""
-    with _lock:
-        _latest.clear()
 
 
 def _publish(target: StatsTarget, stats: NodeStats, merge: bool) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from comfy_api.latest import io, ui
 from ..kernels.fp8 import GRANULARITIES, StorageSupport, compute_dtype_for, storage_support
 from ..kernels.fp8.umt5_file import TOKENIZER_KEY, TextEncoderFileError, UMT5File, inspect_umt5_file
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, report_node_stats
 from .text_encoder_ops import make_fp8_text_encoder_ops
 
 log = logging.getLogger("wan_accel")
@@ -86,6 +87,18 @@ class LoadedTextEncoder:
         if self.device_note:
             text += f"; {self.device_note}"
         return text
+
+    def stats(self) -> NodeStats:
+        """The editor badge: how the Linear weights are stored, the bytes kept against bf16, where it computes."""
+        storage = "F8_E4M3" if self.storage.fp8 else dtype_name(self.storage.storage_dtype)
+        warnings = [] if self.storage.fp8 else [f"fp8 unsupported: {self.storage.reason}"]
+        if self.missing:
+            warnings.append(f"{len(self.missing)} tensors missing from the file (left uninitialised)")
+        if self.device_note:
+            warnings.append(self.device_note)
+        return NodeStats(weight_types={storage: len(self.source.linear_weights)}, resident_bytes=self.resident_bytes,
+                         notes=(f"{self.ratio:.2f}× the bytes of bf16 · compute {dtype_name(self.compute_dtype)} "
+                                f"on {self.load_device.type}",), warnings=tuple(warnings))
 
 
 def encoder_devices(device: str) -> tuple[torch.device, torch.device]:
@@ -190,4 +203,5 @@ class LoadTextEncoderFP8(io.ComfyNode):
     @classmethod
     def execute(cls, clip_name: str, device: str, scaling: str) -> io.NodeOutput:
         loaded = load_umt5_fp8(resolve_model_file("text_encoders", clip_name), device, scaling)
+        report_node_stats("WanAccelLoadTextEncoderFP8", loaded.stats())
         return io.NodeOutput(loaded.clip, ui=ui.PreviewText(loaded.summary()))

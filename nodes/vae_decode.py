@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 
 import comfy.ldm.wan.vae
@@ -14,6 +15,7 @@ from comfy_api.latest import io, ui
 
 from ..kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame
 from ..kernels.vae.memory_model import WAN21_DECODE
+from .stats import NodeStats, report_node_stats
 from .vae_loader import precision_name
 
 log = logging.getLogger("wan_accel")
@@ -189,6 +191,10 @@ class VAEDecodeBounded(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples: dict, vae: comfy.sd.VAE, memory_budget_gb: float) -> io.NodeOutput:
+        started = time.perf_counter()
         images, summary = decode_bounded(vae, samples["samples"], memory_budget_gb)
         log.info("wan_accel: VAE decode: %s", summary)
+        report_node_stats("WanAccelVAEDecode", NodeStats(
+            seconds_per_frame=(time.perf_counter() - started) / max(images.shape[0], 1),
+            notes=tuple(summary.split("; "))))
         return io.NodeOutput(images, ui=ui.PreviewText(summary))

@@ -9,6 +9,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, report_node_stats
 
 VAE_EXTENSIONS = {".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".sft"}
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -62,4 +63,7 @@ class LoadVAEPrecision(io.ComfyNode):
         millions = sum(p.numel() for p in vae.first_stage_model.parameters()) / 1e6
         text = (f"{vae_name}: weights {precision_name(dtype)} (asked {precision}), {millions:.0f} M parameters, "
                 f"runs on {vae.device}")
+        report_node_stats("WanAccelLoadVAE", NodeStats(
+            resident_bytes=sum(p.nbytes for p in vae.first_stage_model.parameters()),
+            notes=(f"precision {precision_name(dtype)} (asked {precision}) on {vae.device.type}",)))
         return io.NodeOutput(vae, ui=ui.PreviewText(text))

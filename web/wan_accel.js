@@ -12,7 +12,7 @@ const STATS_EVENT = "wan_accel.stats";
 const STATS_ROUTE = "/wan_accel/stats";
 
 const PANEL = {
-  gap: 6, padding: 6, lineHeight: 15, minWidth: 220, stripe: 3, radius: 6,
+  gap: 5, padding: 5, lineHeight: 14, minWidth: 220, stripe: 3, radius: 6,
   font: "11px sans-serif", headerFont: "bold 11px sans-serif",
   background: "rgba(12, 30, 36, 0.94)", text: "#d5e6ea", header: "#7fd1c7",
   ok: "#3fb68b", warn: "#e6a23c",
@@ -99,37 +99,50 @@ function fitText(ctx, text, width) {
   return text.slice(0, end) + "…";
 }
 
-// Drawn in node space just under the node's body, so it never changes the node's size or its saved layout.
-function drawStatsPanel(node, ctx) {
-  const stats = node.wanAccelStats;
-  if (!stats || node.flags?.collapsed) return;
-  const rows = panelRows(stats);
-  const width = Math.max(node.size[0], PANEL.minWidth);
-  const height = PANEL.padding * 2 + rows.length * PANEL.lineHeight;
-  const y = node.size[1] + PANEL.gap;
-  const accent = stats.warnings.length ? PANEL.warn : PANEL.ok;
+// The panel's place in graph space: just under the node's body, as wide as the node.
+function panelBox(node) {
+  const rows = panelRows(node.wanAccelStats);
+  return { rows, x: node.pos[0], y: node.pos[1] + node.size[1] + PANEL.gap,
+    width: Math.max(node.size[0], PANEL.minWidth), height: PANEL.padding * 2 + rows.length * PANEL.lineHeight };
+}
+
+function overlaps(box, [x, y, width, height]) {
+  return box.x < x + width && box.x + box.width > x && box.y < y + height && box.y + box.height > y;
+}
+
+function drawStatsPanel(ctx, node, box) {
+  const accent = node.wanAccelStats.warnings.length ? PANEL.warn : PANEL.ok;
   ctx.save();
   ctx.fillStyle = PANEL.background;
   ctx.strokeStyle = accent;
   ctx.lineWidth = 1;
   ctx.beginPath();
-  ctx.roundRect(0, y, width, height, PANEL.radius);
+  ctx.roundRect(box.x, box.y, box.width, box.height, PANEL.radius);
   ctx.fill();
   ctx.stroke();
   ctx.fillStyle = accent;
-  ctx.fillRect(0, y + PANEL.radius, PANEL.stripe, height - 2 * PANEL.radius);
+  ctx.fillRect(box.x, box.y + PANEL.radius, PANEL.stripe, box.height - 2 * PANEL.radius);
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  const drawn = [];
-  rows.forEach((row, index) => {
+  const drawn = box.rows.map((row, index) => {
     ctx.font = row.kind === "header" ? PANEL.headerFont : PANEL.font;
     ctx.fillStyle = row.kind === "header" ? PANEL.header : row.kind === "warn" ? PANEL.warn : PANEL.text;
-    const text = fitText(ctx, row.text, width - 2 * PANEL.padding - PANEL.stripe);
-    ctx.fillText(text, PANEL.padding + PANEL.stripe, y + PANEL.padding + (index + 0.5) * PANEL.lineHeight);
-    drawn.push(text);
+    const text = fitText(ctx, row.text, box.width - 2 * PANEL.padding - PANEL.stripe);
+    ctx.fillText(text, box.x + PANEL.padding + PANEL.stripe, box.y + PANEL.padding + (index + 0.5) * PANEL.lineHeight);
+    return text;
   });
   ctx.restore();
-  node.wanAccelDrawn = { rows: drawn, accent, y, height };
+  node.wanAccelDrawn = { rows: drawn, accent, height: box.height };
+}
+
+// Panels are painted after every node, on the canvas's foreground layer, so a neighbour never hides one; they never
+// change a node's size or the saved layout.
+function drawStatsPanels(ctx, visibleArea) {
+  for (const node of app.canvas.graph?.nodes ?? []) {
+    if (!node.wanAccelStats || node.flags?.collapsed) continue;
+    const box = panelBox(node);
+    if (overlaps(box, visibleArea)) drawStatsPanel(ctx, node, box);
+  }
 }
 
 // The host serves this folder twice when a pack names it both in pyproject.toml and as WEB_DIRECTORY: register once.
@@ -148,16 +161,12 @@ function registerExtensions() {
 
   app.registerExtension({
     name: "wan_accel.stats",
-    async beforeRegisterNodeDef(nodeType, nodeData) {
-      if (!nodeData.name?.startsWith(NODE_PREFIX)) return;
-      const drawForeground = nodeType.prototype.onDrawForeground;
-      nodeType.prototype.onDrawForeground = function (ctx, ...rest) {
-        const result = drawForeground?.apply(this, [ctx, ...rest]);
-        drawStatsPanel(this, ctx);
-        return result;
-      };
-    },
     async setup() {
+      const drawForeground = app.canvas.onDrawForeground;
+      app.canvas.onDrawForeground = function (ctx, visibleArea) {
+        drawForeground?.call(this, ctx, visibleArea);
+        drawStatsPanels(ctx, visibleArea);
+      };
       api.addEventListener(STATS_EVENT, ({ detail }) => applyStats(detail));
       api.addEventListener("graphChanged", ({ detail }) => {
         if (statsSignature !== null && graphSignature(detail) !== statsSignature) clearStats();

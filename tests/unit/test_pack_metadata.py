@@ -25,7 +25,7 @@ def test_registry_name_version_and_publisher_rules():
     assert re.fullmatch(r"[a-z][a-z0-9-]*", comfy["PublisherId"])
     assert re.fullmatch(r">=\d+\.\d+\.\d+", comfy["requires-comfyui"])
     assert (REPO_ROOT / comfy["Icon"]).is_file()
-    assert (REPO_ROOT / comfy["web"]).is_dir()
+    assert "web" not in comfy, "WEB_DIRECTORY registers web/; a second registration serves it twice"
 
 
 def test_manager_requirements_equal_project_dependencies():
@@ -50,3 +50,4 @@ def test_kernels_never_import_comfy():
 def test_entry_point_registers_the_web_directory():
     source = (REPO_ROOT / "__init__.py").read_text()
     assert 'WEB_DIRECTORY = "./web"' in source and "comfy_entrypoint" in source
+    assert (REPO_ROOT / "web").is_dir()

@@ -48,13 +48,14 @@ class _PromptServer:
 
 
 class Host:
-    """The stubbed host: set ``executing`` to a node id to be 'inside' that node's execute."""
+    """The stubbed host: set ``executing`` to a node id to be 'inside' that node's execute in prompt ``prompt_id``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, with_server: bool):
         self.executing: Optional[str] = None
+        self.prompt_id = "p1"
         self.prompt_server = _PromptServer("client-1") if with_server else None
         utils = types.ModuleType("comfy_execution.utils")
-        utils.get_executing_context = lambda: None if self.executing is None else _Context("p1", self.executing, None)
+        utils.get_executing_context = self._context
         package = types.ModuleType("comfy_execution")
         package.utils = utils
         server = types.ModuleType("server")
@@ -73,6 +74,9 @@ class Host:
         monkeypatch.setitem(sys.modules, spec.name, self.stats)
         spec.loader.exec_module(self.stats)
 
+    def _context(self) -> Optional[_Context]:
+        return None if self.executing is None else _Context(self.prompt_id, self.executing, None)
+
     def get_route(self) -> dict:
         handler = self.prompt_server.routes.handlers[("GET", "/wan_accel/stats")]
         return asyncio.run(handler(None))["json"]
@@ -88,7 +92,7 @@ def test_lines_and_warnings_of_every_field(host):
         attention_backend="sage qk_int8_pv_fp16_cuda", attention_fallbacks=3, cache_policy="teacache",
         steps_computed=5, steps_skipped=3, dequant_path="torch per layer → bfloat16 on cuda",
         weight_types={"Q6_K": 400, "F32": 803}, resident_bytes=12_080_000_000, seconds_per_step=12.34,
-        seconds_per_frame=0.0144, text_encoder_cache="hit", notes=("nan guard: 0 of 640 calls recomputed",))
+        seconds_per_frame=0.0144, text_encoder_cache="hit", image_encoder_cache="miss", notes=("nan guard: 0 of 640 calls recomputed",))
     assert stats.lines() == [
         "attention: sage qk_int8_pv_fp16_cuda · 3 fallbacks",
         "teacache: 5 computed · 3 skipped",
@@ -97,6 +101,7 @@ def test_lines_and_warnings_of_every_field(host):
         "time: 12.3 s/step",
         "time: 14 ms/frame",
         "text encoder cache: hit",
+        "image encoder cache: miss",
         "nan guard: 0 of 640 calls recomputed",
     ]
     assert stats.all_warnings() == ["3 attention calls fell back from sage qk_int8_pv_fp16_cuda"]
@@ -141,8 +146,9 @@ def test_run_report_merges_onto_the_nodes_execute_report_and_a_new_execute_repla
     host.executing = "4"
     target = stats.current_target("WanAccelAttention")
     stats.report_node_stats("WanAccelAttention", stats.NodeStats(attention_backend="sage", notes=("requested auto",)))
-    host.executing = None
+    host.executing, host.prompt_id = "8", "p2"  # the sampler runs the next prompt; the patch node came from the cache
     merged = stats.report_run_stats(target, stats.NodeStats(attention_fallbacks=2, seconds_per_step=0.5))
+    assert (merged["node_id"], merged["node_type"], merged["prompt_id"]) == ("4", "WanAccelAttention", "p2")
     assert merged["lines"] == ["attention: sage · 2 fallbacks", "time: 500 ms/step", "requested auto"]
     assert merged["warnings"] == ["2 attention calls fell back from sage"]
     again = stats.report_run_stats(target, stats.NodeStats(attention_fallbacks=0, seconds_per_step=0.25))
@@ -187,5 +193,4 @@ def test_memory_keeps_the_latest_entries_only(host):
     kept = stats.latest_stats()
     assert len(kept) == stats.MAX_ENTRIES
     assert "0" not in kept and "2" not in kept and str(stats.MAX_ENTRIES + 2) in kept
-    stats.clear_stats()
-    assert stats.latest_stats() == {}
+    assert kept["3"]["stats"] == {"resident_bytes": 3}
