@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 from gguf import GGMLQuantizationType
 
-from .qtypes import DEQUANTIZE_TYPES, QType, qtype_name, resolve_qtype, tensor_nbytes
+from .qtypes import DEQUANTIZE_TYPES, QType, check_raw_blocks, resolve_qtype
 
 QK_K = 256
 
@@ -137,15 +137,7 @@ def dequantize(
     F32/F16/BF16 data already in ``dtype`` comes back as a view sharing memory with ``data``.
     """
     qtype = resolve_qtype(qtype, DEQUANTIZE_TYPES, "dequantization")
-    if data.dtype != torch.uint8:
-        raise ValueError(f"GGUF data must be raw uint8 bytes, got {data.dtype}; pass tensor.view(torch.uint8).")
-    shape = tuple(int(s) for s in shape)
-    expected = tensor_nbytes(qtype, shape)
-    if data.numel() != expected:
-        raise ValueError(
-            f"GGUF {qtype_name(qtype)} tensor of shape {shape} needs {expected} bytes, got {data.numel()}; "
-            "check the shape (torch order, outermost first) and that the bytes are the whole tensor."
-        )
+    shape = check_raw_blocks(data, qtype, shape)
     flat = data.reshape(-1)
     if qtype in _FLOAT_TYPES:
         source = _FLOAT_TYPES[qtype]

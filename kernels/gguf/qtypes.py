@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence, Union
 
+import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 QType = Union[GGMLQuantizationType, int]
@@ -63,3 +64,17 @@ def tensor_nbytes(qtype: QType, shape: Sequence[int]) -> int:
             f"has rows of {row}; use a type whose block size divides the last dimension (e.g. F16)."
         )
     return math.prod(shape) // block_size * type_size
+
+
+def check_raw_blocks(data: torch.Tensor, qtype: GGMLQuantizationType, shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape as ints, after checking ``data`` is uint8 raw bytes of exactly a ``shape`` tensor of ``qtype``."""
+    if data.dtype != torch.uint8:
+        raise ValueError(f"GGUF data must be raw uint8 bytes, got {data.dtype}; pass tensor.view(torch.uint8).")
+    shape = tuple(int(s) for s in shape)
+    expected = tensor_nbytes(qtype, shape)
+    if data.numel() != expected:
+        raise ValueError(
+            f"GGUF {qtype_name(qtype)} tensor of shape {shape} needs {expected} bytes, got {data.numel()}; "
+            "check the shape (torch order, outermost first) and that the bytes are the whole tensor."
+        )
+    return shape

@@ -18,7 +18,7 @@ import triton.language as tl
 from gguf import GGMLQuantizationType
 from triton.runtime.interpreter import InterpretedFunction
 
-from .qtypes import QType, qtype_name, resolve_qtype, tensor_nbytes
+from .qtypes import QType, check_raw_blocks, resolve_qtype
 
 _T = GGMLQuantizationType
 
@@ -175,15 +175,7 @@ def triton_dequantize(
     if dtype not in TRITON_OUTPUT_DTYPES:
         raise ValueError(f"Triton dequantization writes {', '.join(map(str, TRITON_OUTPUT_DTYPES))}, not {dtype}; "
                          "use kernels.gguf.dequantize for other dtypes.")
-    if data.dtype != torch.uint8:
-        raise ValueError(f"GGUF data must be raw uint8 bytes, got {data.dtype}; pass tensor.view(torch.uint8).")
-    shape = tuple(int(s) for s in shape)
-    expected = tensor_nbytes(qtype, shape)
-    if data.numel() != expected:
-        raise ValueError(
-            f"GGUF {qtype_name(qtype)} tensor of shape {shape} needs {expected} bytes, got {data.numel()}; "
-            "check the shape (torch order, outermost first) and that the bytes are the whole tensor."
-        )
+    shape = check_raw_blocks(data, qtype, shape)
     out = torch.empty(shape, dtype=dtype, device=data.device)
     n_values = out.numel()
     if n_values == 0:

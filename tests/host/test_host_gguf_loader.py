@@ -13,6 +13,7 @@ from kernels.gguf import dequantize
 from kernels.gguf.reader import read_gguf
 from tests.support import graphs
 from tests.support.comfy_server import ExecutionFailed, read_latent
+from tests.support.gguf_files import write_gguf
 from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_tiny_wan_i2v, write_tiny_wan_lora
 from wan_accel.convert import convert
 
@@ -83,16 +84,6 @@ def _bad_file(wan_pack, name: str, writer) -> str:
     return wan_pack.add_model("diffusion_models", writer, name)
 
 
-def _write_gguf(path, arch: str, tensors: dict[str, tuple[np.ndarray, gguf.GGMLQuantizationType]]) -> None:
-    writer = gguf.GGUFWriter(path, arch)
-    for name, (array, qtype) in tensors.items():
-        writer.add_tensor(name, array, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def _expect_node_error(wan_pack, name: str) -> str:
     with pytest.raises(ExecutionFailed) as failure:
         wan_pack.run(graphs.tiny_i2v_graph(loader=_gguf_loader(name), filename_prefix="latents/bad"))
@@ -102,9 +93,9 @@ def _expect_node_error(wan_pack, name: str) -> str:
 
 
 def test_bad_files_give_named_errors_and_the_server_keeps_running(wan_pack, models):
-    flux = _bad_file(wan_pack, "flux_tiny.gguf", lambda p: _write_gguf(p, "flux", {
+    flux = _bad_file(wan_pack, "flux_tiny.gguf", lambda p: write_gguf(p, "flux", {
         "double_blocks.0.img_attn.qkv.weight": (np.zeros((8, 8), np.float32), gguf.GGMLQuantizationType.F32)}))
-    q2k = _bad_file(wan_pack, "wan_q2k.gguf", lambda p: _write_gguf(p, "wan", {
+    q2k = _bad_file(wan_pack, "wan_q2k.gguf", lambda p: write_gguf(p, "wan", {
         "blocks.0.ffn.0.weight": (np.zeros((4, 84), np.uint8), gguf.GGMLQuantizationType.Q2_K)}))
     good_bytes = (wan_pack.models_dir / "diffusion_models" / models["Q6_K"]).read_bytes()
     truncated = _bad_file(wan_pack, "wan_truncated.gguf", lambda p: p.write_bytes(good_bytes[: len(good_bytes) // 2]))

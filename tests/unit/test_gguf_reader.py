@@ -8,19 +8,7 @@ import torch
 
 from kernels.gguf import quantize
 from kernels.gguf.reader import GGUFFileError, read_gguf
-
-
-def _write(path, tensors: dict[str, tuple[np.ndarray, gguf.GGMLQuantizationType]], arch="wan", extra=None):
-    writer = gguf.GGUFWriter(path, arch)
-    for key, value in (extra or {}).items():
-        writer.add_array(key, value)
-    for name, (array, qtype) in tensors.items():
-        writer.add_tensor(name, array, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+from tests.support.gguf_files import write_gguf
 
 
 @pytest.fixture
@@ -28,10 +16,10 @@ def sample(tmp_path):
     weight = torch.randn(4, 512, generator=torch.Generator().manual_seed(0))
     blocks = quantize(weight, gguf.GGMLQuantizationType.Q6_K).reshape(4, -1).numpy()
     five_d = np.arange(2 * 3 * 1 * 2 * 2, dtype=np.float32).reshape(2, 12)
-    return _write(tmp_path / "sample.gguf", {
+    return write_gguf(tmp_path / "sample.gguf", "wan", {
         "blocks.0.ffn.0.weight": (blocks, gguf.GGMLQuantizationType.Q6_K),
         "patch_embedding.weight": (five_d, gguf.GGMLQuantizationType.F32),
-    }, extra={"comfy.gguf.orig_shape.patch_embedding.weight": [2, 3, 1, 2, 2]})
+    }, extra_arrays={"comfy.gguf.orig_shape.patch_embedding.weight": [2, 3, 1, 2, 2]})
 
 
 def test_reads_shapes_types_and_architecture(sample):
