@@ -16,6 +16,7 @@ from comfy_api.latest import io, ui
 
 from ..kernels.step_cache import CfgSchedule, parse_cfg_schedule, step_index
 from ..kernels.step_cache.cfg_schedule import FORMAT_HELP
+from .stats import NodeStats, report_node_stats
 
 log = logging.getLogger("wan_accel")
 
@@ -117,7 +118,9 @@ class CFGScheduleGuider(io.ComfyNode):
         schedule = read_schedule(cfg_schedule, "CFG Schedule Guider")
         guider = ScheduledCFGGuider(model, schedule)
         guider.set_conds(positive, negative)
-        return io.NodeOutput(guider, ui=ui.PreviewText(schedule.describe()))
+        text = schedule.describe()
+        report_node_stats("WanAccelCFGScheduleGuider", NodeStats(notes=(text,)))
+        return io.NodeOutput(guider, ui=ui.PreviewText(text))
 
 
 class CFGSchedule(io.ComfyNode):
@@ -146,4 +149,5 @@ class CFGSchedule(io.ComfyNode):
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY,
                                      _predict_noise_wrapper)
         text = f"{schedule.describe()} (overrides the sampler's cfg)"
+        report_node_stats("WanAccelCFGSchedule", NodeStats(notes=(text,)))
         return io.NodeOutput(patched, ui=ui.PreviewText(text))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ..kernels.step_cache import (
 )
 from ..kernels.step_cache.runtime import SkipPolicy
 from .model_files import list_model_files, resolve_model_file
+from .stats import NodeStats, StatsTarget, current_target, report_run_stats, seconds_per_step
 
 log = logging.getLogger("wan_accel")
 
@@ -59,6 +61,7 @@ class StepCacheConfig:
     offload: bool
     node_id: str | None
     profile_steps: int | None = None
+    stats_target: StatsTarget | None = None
 
 
 def list_profiles() -> list[str]:
@@ -114,7 +117,8 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     transformer_options = guider.model_options["transformer_options"]
     config: StepCacheConfig = transformer_options[CONFIG_KEY]
-    total_steps = len(args[3]) - 1
+    sigmas = args[3]
+    total_steps = len(sigmas) - 1
     if config.profile_steps is not None and config.profile_steps != total_steps:
         log.warning("%s: the profile was calibrated at %d steps, this run has %d; its values are resampled. "
                     "Calibrate at %d steps for exact values.", config.policy.name, config.profile_steps, total_steps,
@@ -122,14 +126,20 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     storage = comfy.model_management.unet_offload_device() if config.offload else None
     run = StepCacheRun(config.policy, storage_device=storage)
     transformer_options[RUN_KEY] = run
+    started = time.perf_counter()
     try:
         return executor(*args, **kwargs)
     finally:
         transformer_options.pop(RUN_KEY, None)
-        summary = run.stats.summary()
+        stats = run.stats
+        summary = stats.summary()
         log.info("%s", summary)
-        LAST_RUN_STATS[config.node_id or ""] = run.stats.as_dict()
+        LAST_RUN_STATS[config.node_id or ""] = stats.as_dict()
         send_progress_text(summary, config.node_id)
+        report_run_stats(config.stats_target, NodeStats(
+            cache_policy=stats.policy, steps_computed=stats.steps_computed, steps_skipped=stats.steps_skipped,
+            seconds_per_step=seconds_per_step(time.perf_counter() - started, sigmas),
+            notes=(f"DiT forwards: {stats.forwards_computed} run, {stats.forwards_skipped} reused",)))
 
 
 def _diffusion_model_wrapper(executor, *args, **kwargs):
@@ -236,7 +246,8 @@ class WanTeaCache(io.ComfyNode):
                                     (fit.distance_range[0], fit.distance_range[1]))
             source = f"profile {profile} ({policy.indicator}, fit rel. RMSE {fit.relative_rmse:.3f})"
             profile_steps = calibrated.steps
-        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps)
+        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps,
+                                 current_target("WanAccelTeaCache"))
         text = (f"TeaCache: {source}, threshold {rel_l1_thresh:g}, {_describe_gate(gate)}, "
                 f"residual on {cache_device} device")
         log.info("%s", text)
@@ -288,7 +299,8 @@ class WanMagCache(io.ComfyNode):
             policy = MagCachePolicy(calibrated.mag_ratios(0), calibrated.mag_ratios(1), magcache_thresh,
                                     retention_ratio, gate)
             source, profile_steps = f"profile {profile} ({calibrated.steps} steps)", calibrated.steps
-        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps)
+        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps,
+                                 current_target("WanAccelMagCache"))
         text = (f"MagCache: {source}, threshold {magcache_thresh:g}, K {magcache_K}, retention {retention_ratio:g}, "
                 f"last {last_steps} steps computed, residual on {cache_device} device")
         log.info("%s", text)

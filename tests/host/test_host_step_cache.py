@@ -207,3 +207,26 @@ def test_graph_calibrate_then_teacache_with_the_profile(wan_pack: ComfyServer):
                        "WanAccelTeaCache", {**TEA_ARGS, "profile": "host_tiny.json", "rel_l1_thresh": 10.0})
     run_latent(wan_pack, graph)
     assert stats_lines(wan_pack, "TeaCache")[before:] == ["TeaCache: computed 2/8 steps, skipped 6"]
+
+
+def test_graph_teacache_run_stats_reach_the_stats_route(wan_pack: ComfyServer):
+    profiles = wan_pack.models_dir / "wan_accel_step_cache"
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "shipped_tiny.json").write_text(TINY_PROFILE.read_text())
+    before = len(stats_lines(wan_pack, "TeaCache"))
+    graph = with_patch(tiny_i2v_graph(steps=STEPS, seed=7, filename_prefix="latents/sc_tea_stats"), "20",
+                       "WanAccelTeaCache", {**TEA_ARGS, "profile": "shipped_tiny.json", "rel_l1_thresh": 10.0})
+    run_latent(wan_pack, graph)
+    [line] = stats_lines(wan_pack, "TeaCache")[before:]
+    computed, steps, skipped = map(int, re.fullmatch(r"TeaCache: computed (\d+)/(\d+) steps, skipped (\d+)",
+                                                     line).groups())
+    entry = wan_pack.get_json("/wan_accel/stats")["nodes"]["20"]
+    print(f"\nnode text: {line}\nkept stats: {json.dumps(entry, ensure_ascii=False)}")
+    assert entry["node_type"] == "WanAccelTeaCache" and entry["prompt_id"] in wan_pack.history()
+    stats = entry["stats"]
+    assert stats["cache_policy"] == "TeaCache"
+    assert stats["steps_computed"] + stats["steps_skipped"] == STEPS == steps
+    assert (stats["steps_computed"], stats["steps_skipped"]) == (computed, skipped)
+    assert stats["seconds_per_step"] > 0
+    assert entry["lines"][0] == f"TeaCache: {computed} computed · {skipped} skipped"
+    assert any(text.startswith("DiT forwards: ") for text in entry["lines"])
