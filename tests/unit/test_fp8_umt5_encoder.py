@@ -17,13 +17,19 @@ from kernels.fp8 import quantize_linears
 
 
 def _import_umt5():
-    """``transformers``' UMT5 classes; a torchaudio whose compiled part cannot load is hidden from it first."""
+    """``transformers``' UMT5 classes; a torchaudio whose compiled part cannot load is hidden from it first.
+
+    Called at collection, before any in-process host test imports ``comfy`` (which changes how a broken
+    torchaudio looks to ``transformers``)."""
     try:
         import torchaudio  # noqa: F401  (transformers imports it when installed)
     except Exception:
         sys.modules["torchaudio"] = None
     transformers = pytest.importorskip("transformers")
     return transformers.UMT5Config, transformers.UMT5EncoderModel
+
+
+UMT5_CLASSES = _import_umt5()
 
 
 class _FloatWeightView(torch.nn.Module):
@@ -39,7 +45,7 @@ class _FloatWeightView(torch.nn.Module):
 
 
 def _tiny_umt5(layers: int, seed: int = 0):
-    config_cls, model_cls = _import_umt5()
+    config_cls, model_cls = UMT5_CLASSES
     torch.manual_seed(seed)
     config = config_cls(vocab_size=512, d_model=256, d_kv=32, d_ff=512, num_layers=layers, num_heads=8,
                         feed_forward_proj="gated-gelu", dropout_rate=0.0)
