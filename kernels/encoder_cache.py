@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .prompt_cache import CorruptEntry
+from .prompt_cache import CorruptEntry, payload_key
 
 KEY_VERSION = 1
 """Bumped whenever the stored layout or what an entry means changes, so old entries stop matching."""
@@ -49,9 +49,7 @@ def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
 def encoder_key(kind: str, inputs: Mapping[str, Any], encoder: Mapping[str, Any]) -> str:
     """SHA-256 hex key of one encode: what is encoded (``kind``), its inputs (digests, sizes, options) and the
     encoder's identity (file or weights, dtype, device, versions); all values JSON-able."""
-    payload = {"version": KEY_VERSION, "kind": kind, "inputs": dict(inputs), "encoder": dict(encoder)}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return payload_key({"version": KEY_VERSION, "kind": kind, "inputs": dict(inputs), "encoder": dict(encoder)})
 
 
 def pack_fields(fields: Mapping[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -44,6 +44,10 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
 
 def prompt_key(text: str, encoder: Mapping[str, Any], options: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the prompt, the encoder identity and the output-changing options."""
-    payload = {"version": KEY_VERSION, "text": text, "encoder": dict(encoder), "options": dict(options)}
+    return payload_key({"version": KEY_VERSION, "text": text, "encoder": dict(encoder), "options": dict(options)})
+
+
+def payload_key(payload: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a JSON-able payload in canonical form (sorted keys, no spaces, UTF-8)."""
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
