@@ -17,7 +17,7 @@ import torch
 
 from .prompt_cache import CorruptEntry, payload_key
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 """Bumped whenever the stored layout or what an entry means changes, so old entries stop matching."""
 FIELDS_KEY = "wan_accel_encoder_fields"
 
@@ -52,22 +52,61 @@ def encoder_key(kind: str, inputs: Mapping[str, Any], encoder: Mapping[str, Any]
     return payload_key({"version": KEY_VERSION, "kind": kind, "inputs": dict(inputs), "encoder": dict(encoder)})
 
 
-def pack_fields(fields: Mapping[str, torch.Tensor | None]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(tensors, metadata)`` for the store; None fields are listed in the metadata so they come back as None."""
-    tensors = {name: value for name, value in fields.items() if value is not None}
-    if not all(isinstance(value, torch.Tensor) for value in tensors.values()):
-        raise TypeError("encoder cache fields must be tensors or None")
-    layout = {name: value is not None for name, value in fields.items()}
+Field = Any
+"""A field of an encoder output: a tensor, None, a ``torch.Size`` list (the host's ``image_sizes``) or JSON data."""
+
+_SIZES = "sizes"
+_JSON = "json"
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v) for k, v in value.items())
+
+
+def _describe(name: str, value: Field) -> Any:
+    """The metadata layout entry of one field: True (tensor), False (None) or a tagged non-tensor value."""
+    if isinstance(value, torch.Tensor):
+        return True
+    if value is None:
+        return False
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, torch.Size) for item in value):
+        return {_SIZES: [list(item) for item in value]}
+    if _plain(value) and not isinstance(value, torch.Size):
+        return {_JSON: value}
+    raise TypeError(f"encoder cache field {name!r} is a {type(value).__name__}; fields must be tensors, None, "
+                    "lists of torch.Size or JSON data")
+
+
+def pack_fields(fields: Mapping[str, Field]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` for the store: tensors stored bit-exact, every other field in the metadata, so
+    :func:`unpack_fields` gives back the same names, values and types."""
+    layout = {name: _describe(name, value) for name, value in fields.items()}
+    tensors = {name: value for name, value in fields.items() if isinstance(value, torch.Tensor)}
     return tensors, {FIELDS_KEY: json.dumps(layout)}
 
 
+def _restore(name: str, entry: Any, tensors: Mapping[str, torch.Tensor], device: torch.device | str) -> Field:
+    if entry is True:
+        return tensors[name].to(device)
+    if entry is False:
+        return None
+    if _SIZES in entry:
+        return [torch.Size(size) for size in entry[_SIZES]]
+    return entry[_JSON]
+
+
 def unpack_fields(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor | None]:
-    """The fields :func:`pack_fields` stored, on ``device``; :class:`CorruptEntry` if the entry does not match."""
+                  device: torch.device | str = "cpu") -> dict[str, Field]:
+    """The fields :func:`pack_fields` stored, tensors on ``device``; :class:`CorruptEntry` if the entry does not
+    match."""
     try:
         layout = json.loads(metadata[FIELDS_KEY])
-        fields = {name: tensors[name].to(device) if present else None for name, present in layout.items()}
-    except (KeyError, TypeError, ValueError) as error:
+        fields = {name: _restore(name, entry, tensors, device) for name, entry in layout.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CorruptEntry(f"not an encoder cache entry ({error})") from error
     if not fields:
         raise CorruptEntry("the entry holds no fields")

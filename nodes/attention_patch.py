@@ -1,11 +1,11 @@
-"""Node "Patch Attention": routes a model's attention to SageAttention or SDPA through the host's attention override."""
+"""Node "Patch Attention": routes a model's attention to SageAttention, or to the host's own attention, through the
+host's attention override."""
 from __future__ import annotations
 
 import functools
 import logging
 from typing import Optional
 
-import comfy.ops
 import comfy.patcher_extension
 import torch
 from comfy_api.latest import io, ui
@@ -61,7 +61,7 @@ def compute_dtype(model) -> torch.dtype:
 
 
 class PatchAttention(io.ComfyNode):
-    """Runs Wan's attention on SageAttention (8-bit Q/K) where it is safe, PyTorch SDPA everywhere else."""
+    """Runs Wan's attention on SageAttention (8-bit Q/K) where it is safe, the host's own attention everywhere else."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -71,18 +71,20 @@ class PatchAttention(io.ComfyNode):
             category="wan-accel/patches",
             description="Routes the model's attention through the host's own attention override (on a clone; "
                         "no global patching). auto picks the SageAttention kernel for this GPU (sm80, sm86, sm89, "
-                        "sm90) among those the installed sageattention offers. Falls back to PyTorch SDPA, and "
+                        "sm90) among those the installed sageattention offers. Falls back to the host's own "
+                        "attention (PyTorch SDPA unless ComfyUI was started with another backend), and "
                         "says why, without CUDA or sageattention, for fp32 inputs, head_dim > 128, a mask, or a "
-                        "layout the kernel does not take. Works under TorchCompileModel: sage calls run eagerly "
-                        "between compiled graphs.",
+                        "layout the kernel does not take, and wherever the host asks for full precision "
+                        "(low_precision_attention=False: Wan's image cross-attention). Works under "
+                        "TorchCompileModel: sage calls run eagerly between compiled graphs.",
             inputs=[
                 io.Model.Input("model"),
                 io.Combo.Input("backend", options=list(BACKENDS), default=AUTO,
                                tooltip="auto: best sage kernel for this GPU, else sdpa. sageattn_*: that kernel "
-                                       "where it can run, else sdpa. sdpa: PyTorch SDPA everywhere."),
+                                       "where it can run, else sdpa. sdpa: the host's own attention everywhere."),
                 io.Boolean.Input("nan_guard", default=True,
-                                 tooltip="Recompute a sage output that has a NaN/Inf with SDPA (one finiteness "
-                                         "check per call) and count how often that happened."),
+                                 tooltip="Recompute a sage output that has a NaN/Inf with the host's attention "
+                                         "(one finiteness check per call) and count how often that happened."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -90,7 +92,7 @@ class PatchAttention(io.ComfyNode):
     @classmethod
     def execute(cls, model, backend: str, nan_guard: bool) -> io.NodeOutput:
         sage = SageInstall(None) if backend == SDPA else probe_sage()
-        override = AttentionOverride(backend, sage, nan_guard, sdpa=comfy.ops.scaled_dot_product_attention)
+        override = AttentionOverride(backend, sage, nan_guard)
         patched = model.clone()
         transformer_options = patched.model_options.setdefault("transformer_options", {})
         replaced = transformer_options.get(OVERRIDE_KEY)

@@ -13,8 +13,8 @@ import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame
-from ..kernels.vae.memory_model import WAN21_DECODE
+from ..kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame, one_frame_at_a_time
+from ..kernels.vae.memory_model import CUDA_SAFETY_FACTOR, WAN21_DECODE, WAN21_DECODE_STREAMED, DecodeMemoryModel
 from .stats import NodeStats, report_node_stats
 from .vae_loader import precision_name
 
@@ -35,12 +35,33 @@ class WanFrameDecoder:
         return self.model.conv2(latent.to(self.dtype).to(self.device))
 
     def new_cache(self) -> list:
-        """One empty slot per causal conv of the decoder, as ``WanVAE.decode`` allocates."""
-        return [None] * comfy.ldm.wan.vae.count_conv3d(self.model.decoder)
+        """One empty slot per cached layer of the decoder, as ``WanVAE.decode`` allocates (the host's own counter:
+        ``count_cache_layers`` from ComfyUI 0.33, ``count_conv3d`` before)."""
+        counter = getattr(comfy.ldm.wan.vae, "count_cache_layers", None) or comfy.ldm.wan.vae.count_conv3d
+        return [None] * counter(self.model.decoder)
+
+    def schedule(self, num_frames: int) -> list[tuple[int, int]]:
+        """The latent-frame slices ``WanVAE.decode`` feeds its decoder: the first frame, then pairs, on hosts whose
+        decoder returns a list of chunks (ComfyUI 0.33); one frame at a time before."""
+        return wan_decode_schedule(num_frames, pairs=decoder_returns_chunks())
 
     def decode_step(self, frames: torch.Tensor, cache: list) -> torch.Tensor:
-        """One call of the decoder on the next latent frame with the shared cache."""
-        return self.model.decoder(frames, feat_cache=cache, feat_idx=[0])
+        """One call of the decoder on the next latent frames with the shared cache (a list of chunks is joined)."""
+        out = self.model.decoder(frames, feat_cache=cache, feat_idx=[0])
+        return torch.cat(out, 2) if isinstance(out, list) else out
+
+
+def decoder_returns_chunks() -> bool:
+    """True on hosts whose Wan decoder streams its output as a list of chunks (``Decoder3d.run_up``, ComfyUI 0.33)."""
+    return hasattr(comfy.ldm.wan.vae.Decoder3d, "run_up")
+
+
+def wan_decode_schedule(num_frames: int, pairs: bool) -> list[tuple[int, int]]:
+    """``WanVAE.decode``'s slices of ``num_frames`` latent frames: ``[0:1]`` then ``[1:3], [3:5], ...`` with
+    ``pairs``, else one frame per call."""
+    if not pairs:
+        return one_frame_at_a_time(num_frames)
+    return [(0, 1)] + [(start, min(start + 2, num_frames)) for start in range(1, num_frames, 2)]
 
 
 @dataclass(frozen=True)
@@ -63,28 +84,36 @@ def weight_bytes(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return sum(p.numel() for p in model.parameters()) * torch.empty((), dtype=dtype).element_size()
 
 
+def decode_memory_model(device: torch.device) -> DecodeMemoryModel:
+    """The step-memory model of this host's Wan decoder (one frame per step, or the streamed pairs of ComfyUI 0.33),
+    times :data:`CUDA_SAFETY_FACTOR` on CUDA, where it was not fitted."""
+    model = WAN21_DECODE_STREAMED if decoder_returns_chunks() else WAN21_DECODE
+    return model.scaled(CUDA_SAFETY_FACTOR) if device.type == "cuda" else model
+
+
 def plan_decode(latent_shape: tuple[int, ...], dtype: torch.dtype, weights: int, budget: float,
-                min_tile_px: int = MIN_TILE_PX) -> DecodePlan:
-    """Exact when the measured-size model says the largest step fits ``budget`` (bytes incl. weights), else tiled
-    with the largest square tile that fits."""
+                min_tile_px: int = MIN_TILE_PX, memory: DecodeMemoryModel = WAN21_DECODE) -> DecodePlan:
+    """Exact when ``memory`` says the largest step fits ``budget`` (bytes incl. weights), else tiled with the largest
+    square tile that fits."""
     height, width = latent_shape[-2] * 8, latent_shape[-1] * 8
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
-    exact = WAN21_DECODE.peak_bytes(height, width, dtype_bytes, weights)
+    exact = memory.peak_bytes(height, width, dtype_bytes, weights)
     if exact <= budget:
         return DecodePlan(dtype, exact, budget, None)
-    side = WAN21_DECODE.largest_tile(budget - weights, dtype_bytes, min_tile_px)
+    side = memory.largest_tile(budget - weights, dtype_bytes, min_tile_px)
     if side is None:
         raise MemoryError(f"vae_decode.py: even a {min_tile_px} px tile does not fit the budget of "
                           f"{budget / GIB:.2f} GiB ({weights / GIB:.2f} GiB are the VAE weights); raise "
                           "memory_budget_gb or set it to 0 to use the free device memory")
     tile = side // 8
-    return DecodePlan(dtype, WAN21_DECODE.peak_bytes(side, side, dtype_bytes, weights), budget, tile)
+    return DecodePlan(dtype, memory.peak_bytes(side, side, dtype_bytes, weights), budget, tile)
 
 
-def _decode(vae: comfy.sd.VAE, model: torch.nn.Module, latent: torch.Tensor, plan: DecodePlan,
-            pbar: comfy.utils.ProgressBar) -> torch.Tensor:
-    """Float32 pixels [B, 3, T, H, W] in [0, 1] on the host's output device, following ``plan``."""
+def _decode(vae: comfy.sd.VAE, model: torch.nn.Module, latent: torch.Tensor, plan: DecodePlan) -> torch.Tensor:
+    """Float32 pixels [B, 3, T, H, W] in [0, 1] on the host's output device, following ``plan``, with progress."""
     frames = WanFrameDecoder(model, vae.device, plan.dtype)
+    chunks = len(frames.schedule(latent.shape[2]))
+    pbar = comfy.utils.ProgressBar(chunks * (1 if plan.tile is None else tile_count(tuple(latent.shape), plan.tile)))
     if plan.tile is None:
         return decode_frame_by_frame(frames, latent, output_device=vae.output_device,
                                      postprocess=vae.process_output, on_step=lambda _: pbar.update(1))
@@ -104,19 +133,30 @@ def tile_count(latent_shape: tuple[int, ...], tile: int) -> int:
 
 
 def _attempt(vae: comfy.sd.VAE, model: torch.nn.Module, dtype: torch.dtype, latent: torch.Tensor,
-             budget_gb: float, min_tile_px: int) -> tuple[torch.Tensor, DecodePlan]:
-    """Loads the VAE (asking the host to free what the decode needs), plans and runs one decode with ``model``."""
+             budget_gb: float, min_tile_px: int, notes: list[str]) -> tuple[torch.Tensor, DecodePlan]:
+    """Loads the VAE (asking the host to free what the decode needs), plans and runs one decode with ``model``; a
+    decode that runs out of device memory is retried once, tiled within half its estimated peak."""
     weights = weight_bytes(vae.first_stage_model, vae.vae_dtype)
     if model is not vae.first_stage_model:
         weights += weight_bytes(model, dtype)
+    memory = decode_memory_model(vae.device)
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
-    activations = WAN21_DECODE.activation_bytes(latent.shape[-2] * 8, latent.shape[-1] * 8, dtype_bytes)
+    activations = memory.activation_bytes(latent.shape[-2] * 8, latent.shape[-1] * 8, dtype_bytes)
     comfy.model_management.load_models_gpu([vae.patcher], memory_required=activations,
                                            force_full_load=vae.disable_offload)
     budget = budget_gb * GIB if budget_gb > 0 else comfy.model_management.get_free_memory(vae.device) + weights
-    plan = plan_decode(tuple(latent.shape), dtype, weights, budget, min_tile_px)
-    steps = latent.shape[2] * (1 if plan.tile is None else tile_count(tuple(latent.shape), plan.tile))
-    return _decode(vae, model, latent, plan, comfy.utils.ProgressBar(steps)), plan
+    plan = plan_decode(tuple(latent.shape), dtype, weights, budget, min_tile_px, memory)
+    try:
+        return _decode(vae, model, latent, plan), plan
+    except torch.OutOfMemoryError:
+        comfy.model_management.soft_empty_cache()
+        smaller = weights + (plan.estimated_peak - weights) / 2
+        retry = plan_decode(tuple(latent.shape), dtype, weights, smaller, min_tile_px, memory)
+        log.warning("wan_accel: VAE decode ran out of device memory with a budget of %.2f GiB (estimated peak %.2f "
+                    "GiB); retrying tiled within %.2f GiB. Lower memory_budget_gb to plan for this card.",
+                    budget / GIB, plan.estimated_peak / GIB, smaller / GIB)
+        notes.append(f"out of memory at a {budget / GIB:.2f} GiB budget, retried within {smaller / GIB:.2f} GiB")
+        return _decode(vae, model, latent, retry), retry
 
 
 def _fp32_failure(step: int) -> ValueError:
@@ -130,7 +170,8 @@ def decode_bounded(vae: comfy.sd.VAE, latent: torch.Tensor, budget_gb: float = 0
 
     ``budget_gb`` bounds the device bytes of the decode, weights included (0: the free device memory). A
     reduced-precision decode whose output turns NaN/Inf is redone in fp32 with a one-line warning; the shared VAE
-    object keeps its precision (the redo uses an fp32 copy of its model).
+    object keeps its precision (the redo uses an fp32 copy of its model). A decode that runs out of device memory
+    is retried tiled, with one warning naming the budget.
     """
     if not is_wan21_vae(vae):
         raise ValueError("vae_decode.py: 'VAE Decode (bounded memory)' drives the Wan 2.1 VAE frame by frame; "
@@ -141,10 +182,10 @@ def decode_bounded(vae: comfy.sd.VAE, latent: torch.Tensor, budget_gb: float = 0
     if not bool(torch.isfinite(latent).all()):
         raise ValueError("vae_decode.py: the latent already holds NaN/Inf, so no VAE precision can decode it; "
                          "the sampler diverged: check its model, steps and cfg")
-    notes = []
+    notes: list[str] = []
     dtype = vae.vae_dtype
     try:
-        pixels, plan = _attempt(vae, vae.first_stage_model, dtype, latent, budget_gb, min_tile_px)
+        pixels, plan = _attempt(vae, vae.first_stage_model, dtype, latent, budget_gb, min_tile_px, notes)
     except NonFiniteDecode as overflow:
         if dtype == torch.float32:
             raise _fp32_failure(overflow.step) from None
@@ -154,7 +195,7 @@ def decode_bounded(vae: comfy.sd.VAE, latent: torch.Tensor, budget_gb: float = 0
         dtype = torch.float32
         fp32_model = copy.deepcopy(vae.first_stage_model).to(device=vae.device, dtype=dtype)
         try:
-            pixels, plan = _attempt(vae, fp32_model, dtype, latent, budget_gb, min_tile_px)
+            pixels, plan = _attempt(vae, fp32_model, dtype, latent, budget_gb, min_tile_px, notes)
         except NonFiniteDecode as again:
             raise _fp32_failure(again.step) from None
     images = pixels.movedim(1, -1)

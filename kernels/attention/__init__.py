@@ -1,10 +1,10 @@
-"""Attention routing in pure PyTorch: sage where it is known to be safe, SDPA otherwise. Never imports ``comfy``."""
+"""Attention routing in pure PyTorch: sage where it is known to be safe, the host's own attention otherwise. Never
+imports ``comfy``."""
 from .compare import Comparison, compare
 from .dispatch import AUTO, BACKENDS, SAGE, SAGE_KERNELS, SDPA, AttentionCall, Decision, SageInstall, dispatch
 from .nan_guard import GuardCounts, guarded
 from .override import AttentionOverride, RunStats
 from .sage import probe_sage
-from .sdpa import sdpa_attention
 
 __all__ = [
     "AUTO",
@@ -23,5 +23,4 @@ __all__ = [
     "dispatch",
     "guarded",
     "probe_sage",
-    "sdpa_attention",
 ]

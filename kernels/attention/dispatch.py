@@ -126,12 +126,38 @@ def auto_preference(capability: tuple) -> tuple:
     return (FP16_CUDA, FP16_TRITON)
 
 
+def build_cuda(version: str) -> Optional[tuple]:
+    """(major, minor) of the CUDA toolkit a sageattention wheel was built with, read from the ``+cuXYZ`` local tag
+    that prebuilt wheels carry in their version ("2.2.0+cu128torch2.7.1" -> (12, 8)); None when the version has no
+    such tag, as a source build's plain "2.2.0" has not."""
+    match = re.search(r"cu(\d{3})(?!\d)", version.partition("+")[2])
+    return None if match is None else (int(match.group(1)[:2]), int(match.group(1)[2]))
+
+
+def fp16_pv_accumulation_safe(capability: tuple, version: str) -> bool:
+    """Whether sageattention's fp8 kernel may accumulate PV in "fp32+fp16" here.
+
+    sageattention >= 2.2.0 asks for it on sm89 and sm120, but an extension built with CUDA < 12.8 compiles that
+    sm89 path as a trap (``__brkpt``) that kills the CUDA context, which no per-call fallback survives. sm120 builds
+    need CUDA >= 12.8 anyway (sageattention's setup.py refuses older ones). On sm89 the check reads the build CUDA
+    recorded in the wheel's version tag (:func:`build_cuda`); ``torch.version.cuda`` is not evidence, since
+    torch's extension builder accepts any nvcc of the same major version. Unknown counts as too old.
+    """
+    if version_tuple(version) < (2, 2, 0):
+        return False
+    if tuple(capability) != (8, 9):
+        return True
+    cuda = build_cuda(version)
+    return cuda is not None and cuda >= (12, 8)
+
+
 def kernel_options(kernel: str, capability: tuple, version: str) -> tuple:
-    """Options of the sageattention function for ``kernel``, as sageattention's own ``sageattn`` sets them."""
+    """Options of the sageattention function for ``kernel``, as sageattention's own ``sageattn`` sets them, except
+    that fp16 PV accumulation needs :func:`fp16_pv_accumulation_safe`."""
     if kernel == FP16_CUDA:
         return (("pv_accum_dtype", "fp32"),)
     if kernel == FP8_CUDA:
-        accum = "fp32+fp16" if version_tuple(version) >= (2, 2, 0) else "fp32+fp32"
+        accum = "fp32+fp16" if fp16_pv_accumulation_safe(capability, version) else "fp32+fp32"
         granularity = "per_warp" if capability[0] == 12 else "per_thread"
         return (("pv_accum_dtype", accum), ("qk_quant_gran", granularity))
     if kernel == FP8_CUDA_SM90:
@@ -181,6 +207,11 @@ def dispatch(backend: str, call: AttentionCall, sage: SageInstall) -> Decision:
         if not kernel_runs_on(candidate, call.capability):
             continue
         reason = f"{'auto' if kernel is None else 'requested'} on {sm}, sageattention {sage.version}"
+        if candidate == FP8_CUDA and version_tuple(sage.version) >= (2, 2, 0) \
+                and not fp16_pv_accumulation_safe(call.capability, sage.version):
+            cuda = build_cuda(sage.version)
+            built = "unknown" if cuda is None else f"{cuda[0]}.{cuda[1]}"
+            reason += f"; fp32+fp32 PV: build CUDA {built}, fp32+fp16 needs a build with CUDA >= 12.8"
         return Decision(SAGE, reason, candidate, kernel_options(candidate, call.capability, sage.version))
     if kernel is None:
         return _sdpa(f"no sage kernel for {sm} in sageattention {sage.version}")

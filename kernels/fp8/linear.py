@@ -1,7 +1,9 @@
 """Linear with float8_e4m3fn-stored weights and 16/32-bit compute: ``y = (x @ q^T) * scale + b``.
 
-The weight is only cast (fp8 -> compute dtype), never multiplied: the per-row (or per-tensor) scale is applied
-to the output, which is ``tokens x out`` values instead of ``out x in``.
+In a compute dtype with float32's exponent range (fp32, bf16) the weight is only cast (fp8 -> compute dtype), and the
+per-row (or per-tensor) scale is applied to the output, ``tokens x out`` values instead of ``out x in``, before the
+cast to the input's dtype. In fp16 the scale is folded into the weight in float32 first: with ``|q|`` up to 448,
+``x @ q^T`` passes fp16's 65504 long before the scaled output does.
 """
 from __future__ import annotations
 
@@ -13,10 +15,16 @@ from .support import compute_dtype_for
 
 def scaled_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
                   compute_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``x @ (weight * scale)^T + bias`` computed in ``compute_dtype`` (default: per device), returned in x's dtype."""
+    """``x @ (weight * scale)^T + bias`` computed in ``compute_dtype`` (default: per device), returned in x's dtype;
+    nothing is rounded to a 16-bit range before it is scaled."""
     dtype = compute_dtype or compute_dtype_for(x.device)
-    y = torch.nn.functional.linear(x.to(dtype), weight.to(device=x.device, dtype=dtype))
-    y = y.to(x.dtype) * scale.to(device=x.device, dtype=x.dtype)
+    scale = scale.to(device=x.device, dtype=torch.float32)
+    if torch.finfo(dtype).max < torch.finfo(torch.float32).max / 2:  # fp16: fold the scale into the weight first
+        y = torch.nn.functional.linear(x.to(dtype), dequantize(weight.to(x.device), scale).to(dtype))
+    else:
+        y = torch.nn.functional.linear(x.to(dtype), weight.to(device=x.device, dtype=dtype))
+        y = y.mul_(scale)  # in the compute dtype, before the cast below can overflow a 16-bit x dtype
+    y = y.to(x.dtype)
     if bias is not None:
         y = y + bias.to(device=x.device, dtype=x.dtype)
     return y

@@ -177,12 +177,25 @@ def triton_dequantize(
                          "use kernels.gguf.dequantize for other dtypes.")
     shape = check_raw_blocks(data, qtype, shape)
     out = torch.empty(shape, dtype=dtype, device=data.device)
-    n_values = out.numel()
-    if n_values == 0:
-        return out
-    block = INTERPRETER_VALUES_PER_PROGRAM if interpreting() else VALUES_PER_PROGRAM
-    grid = (triton.cdiv(n_values, block),)
     launch_device = torch.cuda.device(data.device) if data.is_cuda else contextlib.nullcontext()
     with launch_device:  # launch on the data's GPU, not the current one
-        KERNELS[qtype][grid](data.reshape(-1).contiguous(), out, n_values, BLOCK=block, **COMPILE_OPTIONS)
+        launch(data.reshape(-1).contiguous(), out, qtype, traceable=False)
     return out
+
+
+def launch(flat: torch.Tensor, out: torch.Tensor, qtype: QType, traceable: bool) -> None:
+    """Decodes contiguous raw bytes ``flat`` of a checked ``qtype`` into ``out`` with one launch on the current device.
+
+    ``traceable`` launches through ``torch.library.wrap_triton``, so that Inductor sees the kernel inside
+    :mod:`kernels.gguf.custom_op`. A traced launch cannot pass ``enable_fp_fusion=False``; that changes no value: the
+    only multiply-adds here (Q4_K/Q5_K) add products of a 5-bit quant, an 11-bit fp16 scale and a 6-bit sub-scale,
+    at most 22 significant bits, which float32 holds exactly, so a fused multiply-add rounds just as the two ops do.
+    """
+    n_values = out.numel()
+    if n_values == 0:
+        return
+    raw = KERNELS[qtype]
+    kernel = torch.library.wrap_triton(raw) if traceable else raw
+    block = INTERPRETER_VALUES_PER_PROGRAM if interpreting() else VALUES_PER_PROGRAM
+    options = COMPILE_OPTIONS if kernel is raw else {}  # eager (or interpreted): the raw kernel takes them
+    kernel[(triton.cdiv(n_values, block),)](flat, out, n_values, BLOCK=block, **options)

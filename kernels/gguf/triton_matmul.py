@@ -99,6 +99,12 @@ def q6_k_linear(x: torch.Tensor, data: torch.Tensor, shape: Sequence[int], bias:
                          f"{data.dtype}; pass the GGUF tensor's bytes (tensor.view(torch.uint8)).")
     if x.device != data.device:
         raise ValueError(f"x is on {x.device} but the weight bytes are on {data.device}; move both to one device.")
+    if bias is not None and bias.device != x.device:
+        raise ValueError(f"kernels/gguf/triton_matmul.py: the bias is on {bias.device} but x is on {x.device}; "
+                         "move the bias to x's device.")
+    if bias is not None and bias.numel() != out_features:
+        raise ValueError(f"kernels/gguf/triton_matmul.py: the bias has {bias.numel()} values for {out_features} "
+                         "outputs; pass the layer's own bias.")
     rows = x.reshape(-1, in_features).contiguous()
     y = torch.empty((rows.shape[0], out_features), dtype=x.dtype, device=x.device)
     if rows.shape[0] == 0:
@@ -107,7 +113,7 @@ def q6_k_linear(x: torch.Tensor, data: torch.Tensor, shape: Sequence[int], bias:
     launch_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
     with launch_device:
         _q6_k_linear_kernel[grid](
-            rows, data.reshape(-1), rows if bias is None else bias.contiguous(), y,
+            rows, data.reshape(-1).contiguous(), rows if bias is None else bias.reshape(-1).contiguous(), y,
             rows.shape[0], out_features, in_features, rows.stride(0), y.stride(0),
             HAS_BIAS=bias is not None, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
             GROUP_M=config.group_m, FP32_DOT=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages,

@@ -1,7 +1,9 @@
 """Wan VAE numerics without the host: frame-by-frame causal decode, its peak-memory model, live-tensor byte counting."""
 from .chunked_decode import CausalFrameDecoder, NonFiniteDecode, decode_frame_by_frame
 from .live_bytes import LiveTensorBytes
-from .memory_model import WAN21_DECODE, DecodeMemoryModel, fit_decode_model, measure_step_peaks, relative_fit_error
+from .memory_model import (CUDA_SAFETY_FACTOR, WAN21_DECODE, WAN21_DECODE_STREAMED, DecodeMemoryModel, fit_decode_model, measure_step_peaks,
+                           relative_fit_error)
 
-__all__ = ["CausalFrameDecoder", "DecodeMemoryModel", "LiveTensorBytes", "NonFiniteDecode", "WAN21_DECODE",
+__all__ = ["CUDA_SAFETY_FACTOR", "CausalFrameDecoder", "DecodeMemoryModel", "LiveTensorBytes", "NonFiniteDecode",
+           "WAN21_DECODE", "WAN21_DECODE_STREAMED",
            "decode_frame_by_frame", "fit_decode_model", "measure_step_peaks", "relative_fit_error"]

@@ -115,7 +115,7 @@ def test_tiled_path_equals_the_host_tiler_and_reports_its_error(vae_folder, load
     with torch.inference_mode():
         vae = loader.load_vae(str(vae_folder / VAE_NAME), "fp32")
         weights = decode.weight_bytes(vae.first_stage_model, torch.float32)
-        budget = weights + decode.WAN21_DECODE.activation_bytes(16, 16, 4) * 1.001
+        budget = weights + decode.decode_memory_model(vae.device).activation_bytes(16, 16, 4) * 1.001
         tiled, summary = decode.decode_bounded(vae, latent, budget_gb=budget / decode.GIB, min_tile_px=16)
         exact = _host_frames(vae, latent)
         host_tiled = vae.decode_tiled(latent, tile_x=2, tile_y=2, overlap=1)
@@ -137,10 +137,49 @@ def test_stored_memory_model_matches_a_fresh_measurement(vae_folder, loader, dec
         for size in (2, 4):
             peaks = measure_step_peaks(frames, _latent(frames=3, size=size))
             measured = max(peaks) / 4
-            modelled = decode.WAN21_DECODE.activation_bytes(size * 8, size * 8, 1)
+            modelled = decode.decode_memory_model(torch.device("cpu")).activation_bytes(size * 8, size * 8, 1)
             print(f"\n{size * 8}x{size * 8} px: measured {measured:.0f} elements at the largest step, model "
                   f"{modelled:.0f} ({modelled / measured - 1:+.2%})")
             assert abs(modelled / measured - 1) < 0.03
+
+
+def test_cuda_plans_with_the_safety_factor_and_this_hosts_decoder_model(decode):
+    """On CUDA the CPU-fitted model is lifted by the stated factor; the model follows the host's decoder layout."""
+    import comfy.ldm.wan.vae
+
+    cpu, cuda = decode.decode_memory_model(torch.device("cpu")), decode.decode_memory_model(torch.device("cuda"))
+    streamed = hasattr(comfy.ldm.wan.vae.Decoder3d, "run_up")
+    assert cpu == (decode.WAN21_DECODE_STREAMED if streamed else decode.WAN21_DECODE)
+    assert decode.CUDA_SAFETY_FACTOR == 1.6
+    assert cuda.activation_bytes(480, 832, 2) == pytest.approx(1.6 * cpu.activation_bytes(480, 832, 2))
+    weights = 254 * 2 ** 20
+    budget = weights + cpu.activation_bytes(480, 832, 2) * 1.2  # fits the CPU model, not the CUDA one
+    assert decode.plan_decode((1, 16, 21, 60, 104), torch.float16, weights, budget, memory=cpu).tile is None
+    assert decode.plan_decode((1, 16, 21, 60, 104), torch.float16, weights, budget, memory=cuda).tile is not None
+
+
+def test_out_of_memory_is_retried_tiled_with_one_warning(vae_folder, loader, decode, monkeypatch, caplog):
+    latent = _latent(frames=2, size=3, seed=4)
+    real = decode.decode_frame_by_frame
+    calls = []
+
+    def exact_path_runs_out_of_memory(frames, tile, **kwargs):
+        calls.append(tuple(tile.shape))
+        if tile.shape[-1] == latent.shape[-1]:  # the untiled decode
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(frames, tile, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_frame_by_frame", exact_path_runs_out_of_memory)
+    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="wan_accel"):
+        vae = loader.load_vae(str(vae_folder / VAE_NAME), "fp32")
+        images, summary = decode.decode_bounded(vae, latent, budget_gb=4.0, min_tile_px=16)
+        exact = _host_frames(vae, latent)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wan_accel" and r.levelno == logging.WARNING]
+    print(f"\n{summary}\n{warnings}")
+    assert len(warnings) == 1 and "ran out of device memory with a budget of 4.00 GiB" in warnings[0]
+    assert "out of memory at a 4.00 GiB budget, retried within" in summary and "tiled 16 px" in summary
+    assert calls[0] == tuple(latent.shape) and len(calls) > 1
+    assert images.shape == exact.shape and 0 < float((images - exact).abs().max()) < 1
 
 
 def _decode_graph(image: str) -> dict:

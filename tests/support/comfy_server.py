@@ -165,7 +165,7 @@ class ComfyServer:
         else:
             link.symlink_to(self.pack_root, target_is_directory=True)
 
-    def _place(self, dest_dir: Path, src: Source, name: Union[str, None]) -> str:
+    def _place(self, dest_dir: Path, src: Source, name: Union[str, None], link: bool = True) -> str:
         dest_dir.mkdir(parents=True, exist_ok=True)
         if callable(src):
             if not name:
@@ -181,7 +181,10 @@ class ComfyServer:
             dest = dest_dir / (name or src.name)
             if dest.exists() or dest.is_symlink():
                 dest.unlink()
-            dest.symlink_to(src)  # the host lists linked files like plain ones
+            if link:
+                dest.symlink_to(src)  # the host lists linked model files like plain ones
+            else:
+                shutil.copyfile(src, dest)
         return dest.relative_to(dest_dir).as_posix()
 
     def add_model(self, folder: str, src: Source, name: Union[str, None] = None) -> str:
@@ -194,8 +197,9 @@ class ComfyServer:
         return self._place(self.models_dir / folder, src, name)
 
     def add_input(self, src: Source, name: Union[str, None] = None) -> str:
-        """Put a file (e.g. an image) under ``input/``; returns the name for ``LoadImage``."""
-        return self._place(self.input_dir, src, name)
+        """Copy a file (e.g. an image) into ``input/``; returns the name for ``LoadImage``. A copy, not a link:
+        ComfyUI 0.33 rejects input files whose real path lies outside ``input/`` ("Invalid image file")."""
+        return self._place(self.input_dir, src, name, link=False)
 
     # ------------------------------------------------------------------ process
     @property

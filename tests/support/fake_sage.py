@@ -51,12 +51,12 @@ class FakeSage(ModuleType):
 
 
 def install_fake_sage(monkeypatch: pytest.MonkeyPatch, noise: float = 0.0,
-                      capability: tuple = (8, 9)) -> FakeSage:
-    """Installs :class:`FakeSage` as ``sageattention`` and makes the dispatch of the override and of ``compare`` see
-    CPU tensors as a CUDA device of ``capability``."""
+                      capability: tuple = (8, 9), version: str = FAKE_VERSION) -> FakeSage:
+    """Installs :class:`FakeSage` as ``sageattention`` of distribution ``version`` and makes the dispatch of the
+    override and of ``compare`` see CPU tensors as a CUDA device of ``capability``."""
     fake = FakeSage(noise)
     monkeypatch.setitem(sys.modules, "sageattention", fake)
-    monkeypatch.setattr(sage_module, "installed_version", lambda: FAKE_VERSION)
+    monkeypatch.setattr(sage_module, "installed_version", lambda: version)
 
     def dispatch_as_cuda(backend, call, sage):
         return dispatch(backend, replace(call, device_type="cuda", capability=capability), sage)

@@ -4,16 +4,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels.vae.chunked_decode import one_frame_at_a_time
+
 
 class ToyCausalDecoder:
     """A causal temporal conv (kernel 3, cache of two frames) then 2x nearest upsampling, in float64."""
 
-    def __init__(self, channels: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64, gain: float = 1.0):
+    def __init__(self, channels: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64, gain: float = 1.0,
+                 schedule=one_frame_at_a_time):
         generator = torch.Generator().manual_seed(seed)
         self.dtype = dtype
         self.projection = torch.randn(channels, channels, generator=generator, dtype=torch.float64).to(dtype)
         self.weight = (torch.randn(3, channels, 3, 1, 1, generator=generator, dtype=torch.float64) * gain).to(dtype)
         self.steps = 0
+        self.schedule = schedule
 
     def prepare(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.einsum("oc,bcthw->bothw", self.projection, latent.to(self.dtype))

@@ -18,11 +18,13 @@ from kernels.attention.dispatch import (
     SDPA,
     AttentionCall,
     SageInstall,
+    build_cuda,
     dispatch,
     layout_of,
     version_tuple,
 )
-from kernels.attention.sage import offered_kernels, probe_sage
+from kernels.attention.sage import offered_kernels, probe_sage, sage_attention
+from tests.support.fake_sage import install_fake_sage
 
 SAGE_22 = SageInstall("2.2.0", frozenset(SAGE_KERNELS))
 SAGE_211 = SageInstall("2.1.1", frozenset(SAGE_KERNELS))
@@ -40,7 +42,7 @@ def test_backend_names_are_auto_one_per_sage_kernel_and_sdpa():
 @pytest.mark.parametrize("capability, kernel, options", [
     ((8, 0), FP16_CUDA, (("pv_accum_dtype", "fp32"),)),
     ((8, 6), FP16_TRITON, ()),
-    ((8, 9), FP8_CUDA, (("pv_accum_dtype", "fp32+fp16"), ("qk_quant_gran", "per_thread"))),
+    ((8, 9), FP8_CUDA, (("pv_accum_dtype", "fp32+fp32"), ("qk_quant_gran", "per_thread"))),
     ((9, 0), FP8_CUDA_SM90, (("pv_accum_dtype", "fp32+fp32"),)),
     ((12, 0), FP8_CUDA, (("pv_accum_dtype", "fp32+fp16"), ("qk_quant_gran", "per_warp"))),
     ((8, 7), FP16_CUDA, (("pv_accum_dtype", "fp32"),)),
@@ -48,7 +50,7 @@ def test_backend_names_are_auto_one_per_sage_kernel_and_sdpa():
 def test_auto_picks_sageattentions_own_kernel_per_arch(capability, kernel, options):
     decision = dispatch("auto", replace(WAN_CALL, capability=capability), SAGE_22)
     assert (decision.backend, decision.kernel, decision.options) == (SAGE, kernel, options)
-    assert decision.reason == f"auto on sm{capability[0]}{capability[1]}, sageattention 2.2.0"
+    assert decision.reason.startswith(f"auto on sm{capability[0]}{capability[1]}, sageattention 2.2.0")
 
 
 def test_fp8_pv_accumulates_in_fp32_before_sageattention_2_2():
@@ -120,9 +122,41 @@ def test_an_explicit_kernel_the_install_lacks_falls_back():
 
 
 def test_decision_text_names_route_options_and_reason():
-    decision = dispatch("auto", WAN_CALL, SAGE_22)
+    decision = dispatch("auto", WAN_CALL, SageInstall("2.2.0+cu128torch2.7.1", frozenset(SAGE_KERNELS)))
     assert decision.describe() == ("sage qk_int8_pv_fp8_cuda, pv_accum_dtype=fp32+fp16, qk_quant_gran=per_thread "
-                                   "(auto on sm89, sageattention 2.2.0)")
+                                   "(auto on sm89, sageattention 2.2.0+cu128torch2.7.1)")
+    assert dispatch("auto", WAN_CALL, SAGE_22).describe() == (
+        "sage qk_int8_pv_fp8_cuda, pv_accum_dtype=fp32+fp32, qk_quant_gran=per_thread (auto on sm89, sageattention "
+        "2.2.0; fp32+fp32 PV: build CUDA unknown, fp32+fp16 needs a build with CUDA >= 12.8)")
+
+
+@pytest.mark.parametrize("version, cuda", [
+    ("2.2.0+cu128torch2.7.1", (12, 8)), ("2.2.0.post2+cu130torch2.9.0", (13, 0)), ("2.1.1+cu124torch2.5.1", (12, 4)),
+    ("2.2.0+torch2.7.1cu126", (12, 6)), ("2.2.0", None), ("2.2.0+torch2.7.1", None), ("1.0.6", None),
+])
+def test_build_cuda_is_read_from_the_wheels_version_tag(version, cuda):
+    assert build_cuda(version) == cuda
+
+
+@pytest.mark.parametrize("version, capability, accum", [
+    ("2.2.0", (8, 9), "fp32+fp32"),                   # a source build records no CUDA: unknown is too old
+    ("2.2.0+cu126torch2.7.1", (8, 9), "fp32+fp32"),   # built before 12.8: the fp16-accumulation path is a trap
+    ("2.2.0+cu128torch2.7.1", (8, 9), "fp32+fp16"),
+    ("2.2.0+cu130torch2.9.0", (8, 9), "fp32+fp16"),
+    ("2.1.1+cu128torch2.7.1", (8, 9), "fp32+fp32"),   # 2.1 has no fp32+fp16 path
+    ("2.2.0", (12, 0), "fp32+fp16"),                  # sm120 builds need CUDA >= 12.8 anyway
+])
+def test_sm89_accumulates_pv_in_fp16_only_for_a_build_known_to_have_cuda_12_8(monkeypatch, version, capability,
+                                                                             accum):
+    fake = install_fake_sage(monkeypatch, capability=capability, version=version)
+    sage = probe_sage()
+    decision = dispatch("auto", replace(WAN_CALL, capability=capability), sage)
+    assert sage.version == version and decision.kernel == FP8_CUDA
+    q, k, v = _qkv((1, 2, 8, 16), dtype=torch.bfloat16)
+    sage_attention(decision, sage.version, q, k, v, "HND")
+    assert fake.calls[-1][2]["pv_accum_dtype"] == accum
+    assert ("fp32+fp16 needs a build with CUDA >= 12.8" in decision.reason) == (accum == "fp32+fp32"
+                                                                              and version.startswith("2.2"))
 
 
 def test_version_parsing_ignores_local_build_tags():

@@ -7,8 +7,8 @@ import torch
 import torch._dynamo
 
 from kernels.attention import AttentionOverride, SageInstall, probe_sage
-from kernels.attention.sdpa import sdpa_attention
 from tests.support.fake_sage import install_fake_sage
+from tests.support.reference_attention import RecordingAttention, host_attention, reference_attention
 
 HEADS, HEAD_DIM = 4, 32
 
@@ -18,11 +18,15 @@ def _qkv(dtype=torch.float16, seed=0, tokens=24, kv_tokens=24):
     return [torch.randn(2, n, HEADS * HEAD_DIM, generator=generator).to(dtype) for n in (tokens, kv_tokens, kv_tokens)]
 
 
-def _host_call(override, q, k, v, **kwargs):
+def _host_call(override, q, k, v, original=None, **kwargs):
     """How the host's ``wrap_attn`` calls an override: original function first, then its own arguments."""
-    def original(*args, **kw):
-        raise AssertionError("the override must not call the host's original attention")
+    original = original or RecordingAttention()
     return override(original, q, k, v, heads=HEADS, transformer_options={}, _inside_attn_wrapper=True, **kwargs)
+
+
+def sdpa_attention(q, k, v, heads, mask=None):
+    """What the host's own attention returns for these tensors."""
+    return reference_attention(q, k, v, heads, mask)
 
 
 def _relative(a, b):
@@ -50,6 +54,64 @@ def test_on_cpu_auto_is_sdpa_bit_exact_logged_once(caplog):
     assert override.stats.routes == {"sdpa": 3}
 
 
+def test_the_host_route_calls_the_hosts_own_attention_with_every_argument():
+    """Whatever backend the host was started with stays in force: the override hands the call on as it came."""
+    override = AttentionOverride("auto", probe_sage())
+    original = RecordingAttention()
+    q, k, v = _qkv(torch.float32)
+    out = _host_call(override, q, k, v, original=original, scale=0.5, low_precision_attention=True)
+    assert torch.equal(out, reference_attention(q, k, v, HEADS, scale=0.5))
+    assert len(original.calls) == 1
+    assert original.calls[0] == {"mask": None, "attn_precision": None, "skip_reshape": False,
+                                 "skip_output_reshape": False, "transformer_options": {},
+                                 "_inside_attn_wrapper": True, "scale": 0.5, "low_precision_attention": True}
+
+
+@pytest.mark.parametrize("hint, reason", [
+    ({"low_precision_attention": False}, "the host asked for full precision here (low_precision_attention=False)"),
+    ({"enable_gqa": True}, "grouped-query attention (enable_gqa)"),
+    ({"scale": 0.5}, "a softmax scale of 0.5 (sage uses 1/sqrt(head_dim))"),
+])
+def test_the_hosts_hints_keep_a_call_off_sage(fake_sage, caplog, hint, reason):
+    override = _sage_override()
+    original = RecordingAttention()
+    q, k, v = _qkv()
+    if hint.get("enable_gqa"):
+        k, v = k[..., :HEAD_DIM * 2], v[..., :HEAD_DIM * 2]  # 2 key/value heads for 4 query heads
+    with caplog.at_level(logging.INFO, logger="wan_accel"):
+        out = _host_call(override, q, k, v, original=original, **hint)
+        _host_call(override, *_qkv(), original=original)  # the same signature without the hint still gets sage
+    assert torch.equal(out, reference_attention(q, k, v, HEADS, scale=hint.get("scale"),
+                                                enable_gqa=hint.get("enable_gqa", False)))
+    assert len(original.calls) == 1 and len(fake_sage.calls) == 1
+    assert override.stats.routes == {"sdpa": 1, "sage qk_int8_pv_fp8_cuda": 1}
+    assert f"Patch Attention (auto): sdpa ({reason})" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_default_scale_does_not_keep_a_call_off_sage(fake_sage):
+    override = _sage_override()
+    _host_call(override, *_qkv(), scale=HEAD_DIM ** -0.5)
+    assert override.stats.routes == {"sage qk_int8_pv_fp8_cuda": 1}
+
+
+class _Unviewable(torch.Tensor):
+    """A tensor whose 4-d ``view`` fails, as a layout sage's reshape cannot take would."""
+
+    def view(self, *shape):
+        if len(shape) == 4:
+            raise RuntimeError("view size is not compatible with input tensor's size and stride")
+        return super().view(*shape)
+
+
+def test_an_unviewable_layout_falls_back_instead_of_raising(fake_sage):
+    override = _sage_override(nan_guard=False)
+    q, k, v = _qkv()
+    odd = torch.Tensor._make_subclass(_Unviewable, q)
+    out = _host_call(override, odd, k, v)
+    assert torch.equal(out.as_subclass(torch.Tensor), sdpa_attention(q, k, v, HEADS))
+    assert override.stats.sage_errors == 1 and override.stats.routes == {"sdpa": 1}
+
+
 def test_sage_route_in_both_host_layouts(fake_sage):
     override = _sage_override()
     q, k, v = _qkv(kv_tokens=9)
@@ -67,7 +129,7 @@ def test_sage_route_in_both_host_layouts(fake_sage):
     assert all(2e-3 < e < 2e-2 for e in errors)  # the fake's noise, not a layout mix-up (that would be ~1.4)
     assert [(c[0], c[1]) for c in fake_sage.calls] == [("qk_int8_pv_fp8_cuda", "NHD"), ("qk_int8_pv_fp8_cuda", "HND"),
                                                        ("qk_int8_pv_fp8_cuda", "HND"), ("qk_int8_pv_fp8_cuda", "NHD")]
-    assert fake_sage.calls[0][2] == {"pv_accum_dtype": "fp32+fp16", "qk_quant_gran": "per_thread"}
+    assert fake_sage.calls[0][2] == {"pv_accum_dtype": "fp32+fp32", "qk_quant_gran": "per_thread"}  # untagged 2.2.0
     assert override.stats.routes == {"sage qk_int8_pv_fp8_cuda": 4}
     assert override.stats.guard.checked == 4 and override.stats.guard.recomputed == 0
 
@@ -166,8 +228,10 @@ def _block(x, transformer_options):
     """A stand-in for a Wan block: two attention calls through the override, as the host makes them."""
     override = transformer_options["optimized_attention_override"]
     q, k, v = x * 2, x + 1, x.sin()
-    a = override(None, q, k, v, heads=HEADS, transformer_options=transformer_options, _inside_attn_wrapper=True)
-    b = override(None, a, k, v, heads=HEADS, transformer_options=transformer_options, _inside_attn_wrapper=True)
+    a = override(host_attention, q, k, v, heads=HEADS, transformer_options=transformer_options,
+                 _inside_attn_wrapper=True)
+    b = override(host_attention, a, k, v, heads=HEADS, transformer_options=transformer_options,
+                 _inside_attn_wrapper=True)
     return a.cos() + b
 
 

@@ -60,6 +60,22 @@ def test_fields_round_trip_bit_exact_through_the_store(tmp_path):
         assert torch.equal(restored[name], fields[name])
 
 
+def test_the_newer_hosts_non_tensor_fields_round_trip_with_their_types(tmp_path):
+    """ComfyUI 0.33's CLIP-vision output adds ``image_sizes`` (a list of torch.Size); plain data comes back as is."""
+    store = PromptCacheStore(tmp_path, max_bytes=1 << 20)
+    fields = {"image_embeds": torch.randn(2, 4), "image_sizes": [torch.Size([3, 224, 224])] * 2,
+              "crop": "center", "scales": [1, 2.5], "mm_projected": None}
+    key = encoder_key("clip_vision_output", {"image": tensor_digest(_image())}, {"name": "x"})
+    store.put(key, *pack_fields(fields))
+    entry = store.get(key)
+    restored = unpack_fields(entry.tensors, entry.metadata)
+    assert restored["image_sizes"] == fields["image_sizes"]
+    assert all(type(size) is torch.Size for size in restored["image_sizes"])
+    assert restored["crop"] == "center" and restored["scales"] == [1, 2.5] and restored["mm_projected"] is None
+    assert torch.equal(restored["image_embeds"], fields["image_embeds"])
+    assert set(entry.tensors) == {"image_embeds"}
+
+
 def test_a_truncated_entry_is_a_miss_and_is_deleted(tmp_path):
     store = PromptCacheStore(tmp_path, max_bytes=1 << 20)
     key = encoder_key("clip_vision_output", {"image": "0"}, {"name": "x"})
@@ -74,8 +90,8 @@ def test_an_entry_of_another_layout_is_reported_corrupt(tmp_path):
         unpack_fields({"cond.0": torch.zeros(1)}, {"wan_accel_conditioning": "[]"})
     with pytest.raises(CorruptEntry, match="not an encoder cache entry"):
         unpack_fields({}, {"wan_accel_encoder_fields": '{"latent": true}'})
-    with pytest.raises(TypeError):
-        pack_fields({"latent": [1, 2]})
+    with pytest.raises(TypeError, match="'latent' is a object"):
+        pack_fields({"latent": object()})
 
 
 def test_the_size_limit_evicts_the_least_recently_used_entry(tmp_path):

@@ -64,3 +64,29 @@ def test_quantize_linears_replaces_every_linear_and_halves_the_weight_bytes():
     fp8_bytes = sum(b.nbytes for b in model.buffers())
     print(f"\nweights + per-row scales {fp8_bytes} B vs bf16 {bf16_bytes} B: ratio {fp8_bytes / bf16_bytes:.4f}")
     assert fp8_bytes / bf16_bytes < 0.505  # 1 byte per weight + a 4-byte scale per row
+
+
+def _overflowing_fp16_case():
+    """A weight of amax 1e-3 (so |q| reaches 448) and fp16 inputs of 16: ``x @ q^T`` is about 1.8e6, past fp16's
+    65504, while the scaled output is about 4."""
+    weight = torch.full((8, 256), 1e-3)
+    weight[1::2] *= -0.5
+    q, scale = quantize(weight, "per_row")
+    x = torch.full((4, 256), 16.0, dtype=torch.float16)
+    unscaled = x.float() @ q.float().T
+    assert unscaled.abs().max() > torch.finfo(torch.float16).max
+    return x, q, scale, (x.float() @ weight.T)
+
+
+def test_fp16_compute_scales_before_the_product_can_overflow():
+    x, q, scale, exact = _overflowing_fp16_case()
+    y = scaled_linear(x, q, scale, compute_dtype=torch.float16)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    assert _rel(y, exact) < 2e-3, _rel(y, exact)
+
+
+def test_fp16_input_with_bf16_compute_scales_before_the_cast_to_fp16():
+    x, q, scale, exact = _overflowing_fp16_case()
+    y = scaled_linear(x, q, scale, compute_dtype=torch.bfloat16)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    assert _rel(y, exact) < 1e-2, _rel(y, exact)

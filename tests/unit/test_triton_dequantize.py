@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from kernels.gguf import UnsupportedQuantizationError, dequantize
-from kernels.gguf import backend
+from kernels.gguf import backend, custom_op
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton; CI installs "
@@ -54,7 +54,7 @@ def shape_of(qtype: T, n_blocks: int) -> tuple:
 def _clean_backend(monkeypatch):
     monkeypatch.delenv(backend.ENV_VAR, raising=False)
     monkeypatch.setattr(backend, "_logged", set())
-    monkeypatch.setattr(backend, "_failure", None)
+    monkeypatch.setattr(backend, "UNOWNED", backend.TritonFailures())
     backend.reset_path_counts()
     yield
     backend.reset_path_counts()
@@ -174,8 +174,15 @@ def test_missing_triton_falls_back_on_cuda_and_forced_triton_says_how_to_fix(mon
         backend.choose_path(cuda, T.Q6_K, torch.bfloat16)
 
 
-@needs_triton
-def test_auto_on_cuda_covers_the_four_types_and_three_dtypes():
+def compiled_kernels(**changes) -> types.SimpleNamespace:
+    """A stand-in for the Triton module as imported without TRITON_INTERPRET (compiled kernels)."""
+    fields = dict(interpreting=lambda: False, TRITON_DEQUANTIZE_TYPES=tuple(HALF_FIELDS),
+                  TRITON_OUTPUT_DTYPES=tuple(DTYPES))
+    return types.SimpleNamespace(**{**fields, **changes})
+
+
+def test_auto_on_cuda_covers_the_four_types_and_three_dtypes(monkeypatch):
+    monkeypatch.setattr(backend, "_triton_kernels", compiled_kernels)
     cuda = types.SimpleNamespace(device=torch.device("cuda", 0))
     for qtype in HALF_FIELDS:
         for dtype in DTYPES:
@@ -198,13 +205,25 @@ def test_forced_triton_runs_the_kernels_and_logs_once(monkeypatch, caplog):
     assert backend.choose_path(blocks, T.Q4_0, torch.float16) == ("torch", "no Triton kernel for Q4_0")
 
 
-def test_a_failing_kernel_switches_auto_to_torch_with_one_warning(monkeypatch, caplog):
-    def broken_kernel(*args):
+def _broken_triton(monkeypatch) -> list:
+    """Makes every Triton launch raise as a driver without sm_120 support would; returns the list of launches."""
+    launches = []
+
+    def broken_launch(*args, **kwargs):
+        launches.append(args)
         raise RuntimeError("PTX .version 9.9 does not support .target sm_120")
 
-    kernels = types.SimpleNamespace(triton_dequantize=broken_kernel)
+    kernels = compiled_kernels(launch=broken_launch)
     monkeypatch.setattr(backend, "_triton_kernels", lambda: kernels)
-    monkeypatch.setattr(backend, "choose_path", lambda *args: ("triton", "Triton kernels on cuda:0"))
+    monkeypatch.setattr(custom_op, "triton_kernels", lambda: kernels)
+    monkeypatch.setattr(backend, "choose_path_on", lambda device, qtype, dtype, failures=None: (
+        ("torch", failures.reason(device, qtype, dtype)) if failures and failures.reason(device, qtype, dtype)
+        else ("triton", "Triton kernels on cuda:0")))
+    return launches
+
+
+def test_a_failing_kernel_falls_back_to_torch_with_one_warning(monkeypatch, caplog):
+    _broken_triton(monkeypatch)
     blocks = random_blocks(T.Q6_K, 2, seed=10)
     with caplog.at_level(logging.INFO, logger="wan_accel"):
         out = backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16)
@@ -216,6 +235,48 @@ def test_a_failing_kernel_switches_auto_to_torch_with_one_warning(monkeypatch, c
     monkeypatch.setenv(backend.ENV_VAR, "triton")
     with pytest.raises(RuntimeError, match="PTX .version 9.9"):  # forced: the error is not hidden
         backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16)
+
+
+def test_a_failure_is_remembered_per_owner_not_for_the_process(monkeypatch):
+    launches = _broken_triton(monkeypatch)
+    blocks = random_blocks(T.Q6_K, 2, seed=11)
+    first_model, second_model = backend.TritonFailures(), backend.TritonFailures()
+    for _ in range(3):
+        backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16, failures=first_model)
+    assert len(launches) == 1  # the first model tried Triton once, then stayed on torch
+    assert first_model.describe().startswith("the Triton kernel failed (RuntimeError: PTX")
+    out = backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16, failures=second_model)
+    assert len(launches) == 2 and second_model.reason(blocks.device, T.Q6_K, torch.bfloat16) is not None
+    assert torch.equal(out, dequantize(blocks, T.Q6_K, (2, 256), torch.bfloat16))
+    assert backend.UNOWNED.describe() is None and backend.triton_problem(backend.TritonFailures()) is None
+    assert first_model.reason(blocks.device, T.Q6_K, torch.float16) is None  # another dtype: not a known failure
+
+
+def test_choose_path_consults_only_the_callers_failures(monkeypatch):
+    monkeypatch.setattr(backend, "_triton_kernels", compiled_kernels)
+    cuda = torch.device("cuda", 0)
+    failed = backend.TritonFailures()
+    failed.record(cuda, T.Q6_K, torch.bfloat16, "the Triton kernel failed (RuntimeError: no sm_120)")
+    assert backend.choose_path_on(cuda, T.Q6_K, torch.bfloat16, failed) == (
+        "torch", "the Triton kernel failed (RuntimeError: no sm_120)")
+    assert backend.choose_path_on(cuda, T.Q6_K, torch.bfloat16, backend.TritonFailures())[0] == "triton"
+    assert backend.choose_path_on(cuda, T.Q6_K, torch.bfloat16)[0] == "triton"  # UNOWNED knows nothing of it
+    monkeypatch.setenv(backend.ENV_VAR, "triton")
+    with pytest.raises(RuntimeError, match=r"=triton but the Triton kernel failed .*unset WAN_ACCEL_GGUF_DEQUANT"):
+        backend.choose_path_on(cuda, T.Q6_K, torch.bfloat16, failed)
+
+
+def test_auto_never_sends_cuda_tensors_to_the_interpreter(monkeypatch):
+    monkeypatch.setattr(backend, "_triton_kernels", lambda: compiled_kernels(interpreting=lambda: True))
+    cuda = types.SimpleNamespace(device=torch.device("cuda", 0))
+    path, reason = backend.choose_path(cuda, T.Q6_K, torch.bfloat16)
+    assert path == "torch" and reason.startswith("TRITON_INTERPRET=1 is set: Triton's CPU interpreter")
+    cpu = types.SimpleNamespace(device=torch.device("cpu"))
+    assert backend.choose_path(cpu, T.Q6_K, torch.bfloat16)[0] == "torch"  # auto on CPU: torch, as before
+    monkeypatch.setenv(backend.ENV_VAR, "triton")
+    assert backend.choose_path(cpu, T.Q6_K, torch.bfloat16) == ("triton", "Triton kernels (interpreter)")
+    with pytest.raises(RuntimeError, match=r"CUDA data under TRITON_INTERPRET=1.*unset TRITON_INTERPRET"):
+        backend.choose_path(cuda, T.Q6_K, torch.bfloat16)
 
 
 def test_forced_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):

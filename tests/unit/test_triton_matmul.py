@@ -90,6 +90,25 @@ def test_errors_name_the_problem_and_fix():
         q6_k_linear(x, data[:-1], (16, 256))
 
 
+def test_strided_weight_bytes_are_read_in_order():
+    data = random_q6_k(32, 256, seed=4)
+    strided = torch.zeros(2 * data.numel(), dtype=torch.uint8, device=DEVICE)[::2]  # every other byte of a buffer
+    strided.copy_(data)
+    assert not strided.is_contiguous()
+    x = torch.eye(256, dtype=torch.bfloat16, device=DEVICE)
+    y = q6_k_linear(x, strided, (32, 256), config=MatmulConfig(64, 32, 64, 4, 2, 1))
+    assert torch.equal(y.T, dequantize(data, Q6_K, (32, 256), torch.bfloat16))
+
+
+def test_a_bias_on_another_device_or_of_another_size_is_refused():
+    data = random_q6_k(16, 256, seed=5)
+    x = torch.zeros(4, 256, dtype=torch.bfloat16, device=DEVICE)
+    with pytest.raises(ValueError, match=r"triton_matmul.py: the bias is on meta but x is on .*move the bias"):
+        q6_k_linear(x, data, (16, 256), torch.zeros(16, device="meta"))
+    with pytest.raises(ValueError, match=r"the bias has 8 values for 16 outputs"):
+        q6_k_linear(x, data, (16, 256), torch.zeros(8, device=DEVICE))
+
+
 AOT_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])

@@ -24,6 +24,20 @@ def test_frame_by_frame_equals_the_whole_video_forward():
     assert steps_seen == list(range(6))
 
 
+def first_then_pairs(num_frames: int) -> list[tuple[int, int]]:
+    """The schedule of ComfyUI 0.33's ``WanVAE.decode``: the first latent frame, then two at a time."""
+    return [(0, 1)] + [(start, min(start + 2, num_frames)) for start in range(1, num_frames, 2)]
+
+
+@pytest.mark.parametrize("frames", [5, 6])
+def test_a_decoders_own_schedule_is_followed_and_equals_the_whole_video(frames):
+    decoder, latent = ToyCausalDecoder(schedule=first_then_pairs), _latent(frames=frames)
+    starts = []
+    streamed = decode_frame_by_frame(decoder, latent, on_step=starts.append)
+    assert starts == [start for start, _ in first_then_pairs(frames)] and decoder.steps == len(starts)
+    assert float((streamed - decoder.full(latent).float()).norm() / streamed.norm()) < 1e-7
+
+
 def test_postprocess_runs_on_every_step_output_on_the_output_device():
     decoder, latent = ToyCausalDecoder(), _latent(frames=3)
     clamped = decode_frame_by_frame(decoder, latent, output_device="cpu", postprocess=lambda x: x.clamp(0, 1))

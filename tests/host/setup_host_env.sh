@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Makes (or refreshes) one virtual environment for one ComfyUI host tree: the host's own pinned
+# requirements, this pack's requirements and the test requirements, with the CPU-only workarounds below.
+#
+#   tests/host/setup_host_env.sh HOST_DIR VENV_DIR
+#
+# Idempotent: VENV_DIR/.wan_accel_env records a digest of every input (this script, the three requirement
+# files, the host version, the interpreter); a second run with nothing changed only compares it.
+# It prints one line per change it makes.
+set -euo pipefail
+
+if [ "$#" -ne 2 ]; then
+    echo "usage: $0 HOST_DIR VENV_DIR" >&2
+    exit 2
+fi
+HOST_DIR=$(cd "$1" && pwd)
+VENV_DIR=$2
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+PYTHON=${PYTHON:-python3}
+
+if [ ! -f "$HOST_DIR/main.py" ] || [ ! -f "$HOST_DIR/requirements.txt" ]; then
+    echo "setup_host_env: $HOST_DIR has no main.py and requirements.txt; pass a ComfyUI checkout" >&2
+    exit 2
+fi
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$HOST_DIR/comfyui_version.py" 2>/dev/null || true)
+VERSION=${VERSION:-unknown}
+
+digest() {
+    cat "$0" "$HOST_DIR/requirements.txt" "$REPO/requirements.txt" "$REPO/requirements-test.txt"
+    echo "$VERSION"
+    "$PYTHON" -c 'import sys; print(sys.version)'
+}
+WANT=$(digest | sha256sum | cut -d' ' -f1)
+STAMP="$VENV_DIR/.wan_accel_env"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV_DIR/bin/python" -c "import torch" 2>/dev/null; then
+    echo "setup_host_env: $VENV_DIR is up to date for ComfyUI $VERSION (nothing changed)"
+    exit 0
+fi
+
+if [ ! -x "$VENV_DIR/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV_DIR"
+    echo "setup_host_env: created $VENV_DIR"
+fi
+PIP=("$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check)
+before=$(mktemp)
+"$VENV_DIR/bin/python" -m pip freeze --all 2>/dev/null | sort > "$before"
+
+# The host's requirements without the torch family, which is chosen per host below.
+host_reqs=$(mktemp)
+grep -v -E '^(torch|torchvision|torchaudio)([<>=~ ;]|$)' "$HOST_DIR/requirements.txt" > "$host_reqs"
+
+# torch 2.14.1 with torchvision 0.29.1 (a CUDA build, which runs on CPU): what 0.33.0's own requirements resolve
+# to, and a pair whose compiled parts import cleanly (PyPI's torchvision does not import beside CPU torch 2.13.0).
+"${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+# torchaudio is not pulled in but imported at start (comfy/ldm/lightricks/vae/audio_vae.py); 2.11.1 is the newest
+# on the registry and imports with torch 2.14.1; --no-deps keeps it from asking for another torch.
+"${PIP[@]}" --no-deps torchaudio==2.11.1
+# requests: the host imports it but 0.3.64 does not list it (newer transformers no longer pull it in).
+"${PIP[@]}" -r "$host_reqs" requests -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt"
+rm -f "$host_reqs"
+
+"$VENV_DIR/bin/python" -c "import torch, torchvision, torchaudio" \
+    || { echo "setup_host_env: torch, torchvision or torchaudio does not import in $VENV_DIR" >&2; exit 1; }
+
+after=$(mktemp)
+"$VENV_DIR/bin/python" -m pip freeze --all 2>/dev/null | sort > "$after"
+changes=$(comm -13 "$before" "$after" | wc -l)
+comm -13 "$before" "$after" | sed 's/^/setup_host_env: installed /' | head -40
+if [ "$changes" -gt 40 ]; then
+    echo "setup_host_env: ... and $((changes - 40)) more"
+fi
+rm -f "$before" "$after"
+echo "$WANT" > "$STAMP"
+echo "setup_host_env: $VENV_DIR ready for ComfyUI $VERSION ($changes packages changed)"
