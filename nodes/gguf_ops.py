@@ -38,7 +38,11 @@ class GGUFWeightLayer:
             if key not in state_dict:
                 missing_keys.append(key)
                 continue
-            setattr(self, name, torch.nn.Parameter(self._take(name, state_dict[key]), requires_grad=False))
+            tensor = self._take(name, state_dict[key])
+            setattr(self, name, torch.nn.Parameter(tensor, requires_grad=False))
+            # ComfyUI 0.33 archives each parameter's dtype when the model is built (ours are then empty meta
+            # tensors of the compute dtype) and later casts and sizes weights to it: record what is really stored.
+            setattr(self, f"{name}_comfy_model_dtype", tensor.dtype)
 
     def _take(self, name: str, entry) -> torch.Tensor:
         if isinstance(entry, GGUFTensor):

@@ -22,18 +22,24 @@ from wan_accel.workflow_catalog import (API_DIR, DOWNLOADS, MODEL_INPUTS, WORKFL
                                         model_files)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORE_INFO_PATH = REPO_ROOT.parent / "shared" / "host" / "object_info_core.json"
+SHARED_HOST = REPO_ROOT.parent / "shared" / "host"
+CORE_INFO_PATHS = {"0.3.64": SHARED_HOST / "object_info_core.json",
+                   "0.33.0": SHARED_HOST / "object_info_core_0.33.0.json"}
+"""The core hosts' /object_info, one per host version CI tests: every shipped workflow must validate on each."""
 OURS_INFO_PATH = REPO_ROOT / "tests" / "data" / "object_info_wan_accel.json"
+UPLOADED_INPUTS = {("LoadImage", "image")}
+"""File combos listing the server's input folder: the client uploads the image, so any name is valid offline."""
 UI_ONLY_TYPES = {"MarkdownNote", "Note"}   # front-end nodes: never sent to the host
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 WRITE_API = os.environ.get("WAN_ACCEL_WRITE_API_WORKFLOWS") == "1"
 
 
-@pytest.fixture(scope="module")
-def object_info() -> dict:
-    if not CORE_INFO_PATH.is_file():
-        pytest.skip(f"{CORE_INFO_PATH} (the core host's /object_info) is not in this checkout")
-    return {**json.loads(CORE_INFO_PATH.read_text()), **json.loads(OURS_INFO_PATH.read_text())}
+@pytest.fixture(scope="module", params=sorted(CORE_INFO_PATHS))
+def object_info(request) -> dict:
+    core = CORE_INFO_PATHS[request.param]
+    if not core.is_file():
+        pytest.skip(f"{core} (the {request.param} core host's /object_info) is not in this checkout")
+    return {**json.loads(core.read_text()), **json.loads(OURS_INFO_PATH.read_text())}
 
 
 def _input_order(info: dict) -> list[tuple[str, list]]:
@@ -68,8 +74,11 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
         inputs = {entry["name"]: list(sources[entry["link"]]) for entry in node.get("inputs", [])
                   if entry.get("link") is not None}
         values = list(node.get("widgets_values", []))
+        optional = set(info["input"].get("optional", {}))
         for name, spec in _input_order(info):
             if _is_widget(spec):
+                if not values and name in optional:
+                    continue  # an optional widget newer than the workflow: the editor and the host use its default
                 inputs.setdefault(name, values.pop(0))
                 del values[:_extra_widget_values(name, spec)]
         assert values == [], f"node {node['id']} {node['type']}: widget values left over: {values}"
@@ -101,8 +110,8 @@ def validation_errors(graph: dict, object_info: dict) -> list[str]:
                     errors.append(f"{where}.{name}: linked to {value} of type {output_type}, needs {spec[0]}")
             elif combo_options(spec) is not None:
                 options = combo_options(spec)
-                is_model_file = (node["class_type"], name) in MODEL_INPUTS
-                if not (is_model_file or value in options):
+                is_server_file = (node["class_type"], name) in {*MODEL_INPUTS, *UPLOADED_INPUTS}
+                if not (is_server_file or value in options):
                     errors.append(f"{where}.{name}: {value!r} not in {options}")
             else:
                 options = spec[1] if len(spec) > 1 else {}
@@ -181,6 +190,7 @@ def test_winner_is_exactly_the_winning_configuration():
     assert g[shift]["class_type"] == "ModelSamplingSD3" and g[shift]["inputs"]["shift"] == 8.0
     dit = g[_upstream(g, shift, "model")]
     assert dit["class_type"] == "WanAccelLoadDiTGGUF" and dit["inputs"]["unet_name"].endswith("Q6_K.gguf")
+    assert dit["inputs"]["compute"] == "bf16/fp16"  # dequantise and multiply in 16 bits, as the winner did
     encoder = g[_upstream(g, prompt_node(g, "positive"), "clip")]
     assert (encoder["class_type"], encoder["inputs"]["clip_name"]) == (
         "WanAccelLoadTextEncoderFP8", "umt5_xxl_fp16.safetensors")  # stored as fp8 by the loader
@@ -223,11 +233,14 @@ def _without(graph: dict, class_types: set[str]) -> dict:
     return out
 
 
-def test_turbo_is_the_winner_plus_attention_patch_and_step_cache():
+def test_turbo_is_the_winner_plus_int8_linears_attention_patch_and_step_cache():
     turbo = load_api_workflow(WORKFLOWS["turbo"].api_path)
     winner = load_api_workflow(WORKFLOWS["winner"].api_path)
     patches = {"WanAccelPatchAttention", "WanAccelMagCache"}
     assert sorted(node["class_type"] for node in turbo.values() if node["class_type"] in patches) == sorted(patches)
+    turbo_dit, winner_dit = (g[_only(g, "WanAccelLoadDiTGGUF")]["inputs"] for g in (turbo, winner))
+    assert (turbo_dit["compute"], winner_dit["compute"]) == ("int8 W8A8", "bf16/fp16")
+    turbo_dit["compute"] = winner_dit["compute"]
     stripped = _without(turbo, patches)
     for graph in (stripped, winner):
         graph[_only(graph, "SaveVideo")]["inputs"]["filename_prefix"] = "same"

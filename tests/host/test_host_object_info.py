@@ -1,0 +1,49 @@
+"""``tests/data/object_info_wan_accel.json`` (our nodes' ``GET /object_info``, read by the offline workflow tests) is
+current on every host CI runs.
+
+The file is written from the newest host (ComfyUI 0.33): ``WAN_ACCEL_WRITE_OBJECT_INFO=1`` with that host rewrites
+it. An older host emits fewer node-level schema fields (0.3.64 lacks ``search_aliases``, ``dev_only`` and others);
+there the file must equal what the host serves once those fields, and only those, are left out.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.support.comfy_server import ComfyServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OBJECT_INFO_PATH = REPO_ROOT / "tests" / "data" / "object_info_wan_accel.json"
+
+
+def normalised(object_info: dict, models_dir: Path) -> dict:
+    """Our nodes' /object_info without the model files this server happens to have in its combos."""
+    files = {p.relative_to(folder).as_posix() for folder in models_dir.iterdir() if folder.is_dir()
+             for p in folder.rglob("*") if p.is_file()}
+    ours = json.loads(json.dumps({k: v for k, v in object_info.items() if k.startswith("WanAccel")}))
+    for info in ours.values():
+        for section in info["input"].values():
+            for spec in section.values():
+                if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
+                    spec[1]["options"] = [o for o in spec[1]["options"] if o not in files]
+    return dict(sorted(ours.items()))
+
+
+def as_this_host_serves(stored: dict, current: dict) -> tuple[dict, set[str]]:
+    """``stored`` without the node-level fields this host does not emit, and the names of those fields."""
+    emitted = set().union(*(info.keys() for info in current.values())) if current else set()
+    newer = set().union(*(info.keys() for info in stored.values())) - emitted
+    return {node: {k: v for k, v in info.items() if k not in newer} for node, info in stored.items()}, newer
+
+
+def test_object_info_file_of_our_nodes_is_current(wan_pack: ComfyServer):
+    current = normalised(wan_pack.object_info(), wan_pack.models_dir)
+    if os.environ.get("WAN_ACCEL_WRITE_OBJECT_INFO") == "1":
+        OBJECT_INFO_PATH.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    stored = json.loads(OBJECT_INFO_PATH.read_text(encoding="utf-8"))
+    expected, newer_fields = as_this_host_serves(stored, current)
+    print(f"\n{len(current)} nodes; schema fields of a newer host left out here: {sorted(newer_fields) or 'none'}")
+    assert expected == current, (f"{OBJECT_INFO_PATH.relative_to(REPO_ROOT)} is out of date: rerun this test on the "
+                                 "newest host with WAN_ACCEL_WRITE_OBJECT_INFO=1 and commit the file")
+    assert all(field not in {"input", "output", "name", "display_name", "category"} for field in newer_fields)
