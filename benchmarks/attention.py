@@ -57,14 +57,15 @@ def attention_flops(shape: tuple) -> float:
     return 4.0 * batch * heads * tokens * tokens * head_dim
 
 
-def bench_one(shape: tuple, dtype: torch.dtype, sage: SageInstall, device: torch.device, repeat: int) -> None:
-    """Prints one table: each backend that runs at this shape and dtype, with time, TOPS, ratio and error."""
+def measure_backends(shape: tuple, dtype: torch.dtype, sage: SageInstall, device: torch.device,
+                     repeat: int) -> list[dict]:
+    """One row per attention backend at this shape and dtype: {backend, kind, status, ms, tops, vs_sdpa, cosine,
+    rel_l1}; ``kind`` is "sdpa" or "sage", and backends that cannot run here get their reason as status."""
     generator = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(shape, generator=generator, device=device, dtype=dtype) for _ in range(3))
     cuda = device.type == "cuda"
-    print(f"\nshape {'x'.join(map(str, shape))} {str(dtype).replace('torch.', '')}")
-    print(f"  {'backend':34s} {'ms':>9s} {'TOPS':>8s} {'vs sdpa':>8s} {'cosine':>9s} {'rel L1':>9s}")
     baseline = None
+    rows: list[dict] = []
     unavailable: dict = {}
     sage_backends = (*BACKENDS[1:-1], "auto+guard")
     for backend in (SDPA, *sage_backends):
@@ -83,11 +84,25 @@ def bench_one(shape: tuple, dtype: torch.dtype, sage: SageInstall, device: torch
         baseline = seconds if backend == SDPA else baseline
         error = compare(backend.replace("+guard", ""), q, k, v, sage)
         label = f"{decision.label} + NaN guard" if backend == "auto+guard" else decision.label
-        print(f"  {label:34s} {seconds * 1e3:9.3f} {attention_flops(shape) / seconds / 1e12:8.2f} "
-              f"{baseline / seconds:7.2f}x {error.cosine:9.6f} {error.relative_l1:9.2e}")
+        rows.append({"backend": label, "kind": SDPA if backend == SDPA else SAGE, "status": "ok",
+                     "ms": seconds * 1e3, "tops": attention_flops(shape) / seconds / 1e12,
+                     "vs_sdpa": baseline / seconds, "cosine": error.cosine, "rel_l1": error.relative_l1})
     for reason, backends in unavailable.items():
         names = "sage" if len(backends) == len(sage_backends) else ", ".join(backends)
-        print(f"  {names} unavailable: {reason}")
+        rows.append({"backend": names, "kind": SAGE, "status": f"unavailable: {reason}"})
+    return rows
+
+
+def bench_one(shape: tuple, dtype: torch.dtype, sage: SageInstall, device: torch.device, repeat: int) -> None:
+    """Prints one table: each backend that runs at this shape and dtype, with time, TOPS, ratio and error."""
+    print(f"\nshape {'x'.join(map(str, shape))} {str(dtype).replace('torch.', '')}")
+    print(f"  {'backend':34s} {'ms':>9s} {'TOPS':>8s} {'vs sdpa':>8s} {'cosine':>9s} {'rel L1':>9s}")
+    for row in measure_backends(shape, dtype, sage, device, repeat):
+        if row["status"] != "ok":
+            print(f"  {row['backend']} {row['status']}")
+            continue
+        print(f"  {row['backend']:34s} {row['ms']:9.3f} {row['tops']:8.2f} {row['vs_sdpa']:7.2f}x "
+              f"{row['cosine']:9.6f} {row['rel_l1']:9.2e}")
 
 
 def main() -> None:

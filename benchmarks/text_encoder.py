@@ -27,6 +27,28 @@ UMT5_XXL_LINEARS = {"q/k/v/o 4096x4096": ((4096, 4096), 4), "wi_0/wi_1 10240x409
 BLOCKS = 24
 
 
+def measure_linears(device: torch.device, tokens: int, repeat: int, width_divisor: int = 1) -> list[dict]:
+    """Per umt5-xxl Linear shape (widths divided by ``width_divisor``, 1 = the real model): best-of-``repeat`` ms of
+    the host's bf16 path and of our fp8 one, the weight bytes of each, and how many such layers a block
+    (``per_block``) and an encode (``per_encode``) hold."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x = torch.randn(1, tokens, 4096 // width_divisor, device=device)
+    rows = []
+    for name, ((out_f, in_f), per_block) in UMT5_XXL_LINEARS.items():
+        out_f, in_f = out_f // width_divisor, in_f // width_divisor
+        weight = torch.randn(out_f, in_f, device=device) * in_f ** -0.5
+        bf16 = weight.to(torch.bfloat16)
+        q, scale = quantize(weight, "per_row")
+        del weight
+        inputs = x if in_f == x.shape[-1] else torch.randn(1, tokens, in_f, device=device)
+        host = best_time(lambda: torch.nn.functional.linear(inputs, bf16.to(inputs.dtype)), repeat, sync)
+        ours = best_time(lambda: scaled_linear(inputs, q, scale), repeat, sync)
+        rows.append({"linear": name, "host_bf16_ms": host * 1e3, "fp8_ms": ours * 1e3, "bf16_bytes": bf16.nbytes,
+                     "fp8_bytes": q.nbytes + scale.nbytes, "per_block": per_block, "per_encode": per_block * BLOCKS})
+        del bf16, q, scale, inputs
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=512, help="tokens per encode (the host pads umt5 to 512)")
@@ -34,29 +56,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compute = compute_dtype_for(device)
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({torch.get_num_threads()} threads)")
           + f", torch {torch.__version__}, {args.tokens} tokens, fp8 compute {str(compute).removeprefix('torch.')}, "
           f"best of {args.repeat}")
-    x = torch.randn(1, args.tokens, 4096, device=device)
-    totals = {"host bf16": 0.0, "fp8": 0.0}
-    bytes_bf16 = bytes_fp8 = 0
-    for name, ((out_f, in_f), per_block) in UMT5_XXL_LINEARS.items():
-        weight = torch.randn(out_f, in_f, device=device) * in_f ** -0.5
-        bf16 = weight.to(torch.bfloat16)
-        q, scale = quantize(weight, "per_row")
-        del weight
-        inputs = x if in_f == 4096 else torch.randn(1, args.tokens, in_f, device=device)
-        host = best_time(lambda: torch.nn.functional.linear(inputs, bf16.to(inputs.dtype)), args.repeat, sync)
-        ours = best_time(lambda: scaled_linear(inputs, q, scale), args.repeat, sync)
-        totals["host bf16"] += host * per_block * BLOCKS
-        totals["fp8"] += ours * per_block * BLOCKS
-        bytes_bf16 += bf16.nbytes * per_block
-        bytes_fp8 += (q.nbytes + scale.nbytes) * per_block
-        print(f"  {name:22s} host bf16 {host * 1000:8.1f} ms   fp8 {ours * 1000:8.1f} ms   ratio fp8/bf16 "
-              f"{ours / host:.2f}")
+    rows = measure_linears(device, args.tokens, args.repeat)
+    totals = {"host bf16": sum(r["host_bf16_ms"] * r["per_encode"] for r in rows) / 1e3,
+              "fp8": sum(r["fp8_ms"] * r["per_encode"] for r in rows) / 1e3}
+    bytes_bf16 = sum(r["bf16_bytes"] * r["per_block"] for r in rows)
+    bytes_fp8 = sum(r["fp8_bytes"] * r["per_block"] for r in rows)
+    for row in rows:
+        print(f"  {row['linear']:22s} host bf16 {row['host_bf16_ms']:8.1f} ms   fp8 {row['fp8_ms']:8.1f} ms   "
+              f"ratio fp8/bf16 {row['fp8_ms'] / row['host_bf16_ms']:.2f}")
     print(f"umt5-xxl Linear layers per encode (x{BLOCKS} blocks): host bf16 {totals['host bf16']:.2f} s, "
           f"fp8 {totals['fp8']:.2f} s: ratio fp8/bf16 {totals['fp8'] / totals['host bf16']:.2f}")
     print(f"Linear weight bytes per block: bf16 {bytes_bf16 / 2**20:.1f} MiB, fp8 + scales "

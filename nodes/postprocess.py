@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import time
 
+import comfy.model_management
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..kernels.postprocess import DEFAULT_CHUNK_FRAMES, GRAIN_MODES, EnhanceParams, enhance_video_with_mask
+from ..kernels.postprocess import (DEFAULT_CHUNK_FRAMES, DEVICE_CHOICES, GRAIN_MODES, EnhanceParams,
+                                   compute_device_for, enhance_video_with_mask)
 from .stats import NodeStats, report_node_stats
 
 NODE_ID = "WanAccelTextureColourEnhance"
@@ -35,8 +37,9 @@ class TextureColourEnhance(io.ComfyNode):
             category="wan-accel/postprocess",
             description="Finds skin with YCrCb thresholds, boosts fine detail (mostly on skin), adds soft seeded grain "
                         "on skin mid-tones, adjusts saturation and contrast, and smooths flicker with a Gaussian "
-                        "across frames that backs off where things move. Runs on the images' device, a chunk of "
-                        "frames at a time. The second output previews the skin mask.",
+                        "across frames that backs off where things move. Runs a chunk of frames at a time on the "
+                        "GPU when there is one (device auto), returning the frames where they came from. The second "
+                        "output previews the skin mask.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames (a batch of images), e.g. the VAE-decoded Wan output."),
                 io.Boolean.Input("skin_only", default=_DEFAULTS.skin_only,
@@ -74,6 +77,10 @@ class TextureColourEnhance(io.ComfyNode):
                 _float("mask_feather_sigma", 0.3, 20.0, 0.1, "Gaussian sigma in pixels feathering the mask's edge."),
                 io.Int.Input("chunk_frames", default=DEFAULT_CHUNK_FRAMES, min=1, max=1024,
                              tooltip="Frames processed at once; lower uses less memory, the result is the same."),
+                io.Combo.Input("device", options=list(DEVICE_CHOICES), default=DEVICE_CHOICES[0], optional=True,
+                               tooltip="auto: process on the host's GPU (frames move there a chunk at a time and "
+                                       "come back), or where the frames are when there is no GPU; cpu: always on "
+                                       "the CPU."),
             ],
             outputs=[
                 io.Image.Output("enhanced", tooltip="The enhanced frames."),
@@ -82,15 +89,18 @@ class TextureColourEnhance(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images: torch.Tensor, chunk_frames: int, **params) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, chunk_frames: int, device: str = DEVICE_CHOICES[0],
+                **params) -> io.NodeOutput:
         progress = comfy.utils.ProgressBar(max(1, images.shape[0]))
         started = time.perf_counter()
+        compute = compute_device_for(device, images.device, comfy.model_management.get_torch_device())
         enhanced, mask = enhance_video_with_mask(
-            images, EnhanceParams(**params), chunk_frames=chunk_frames,
+            images, EnhanceParams(**params), chunk_frames=chunk_frames, compute_device=compute,
             on_chunk=lambda done, total: progress.update_absolute(done, total),
         )
         frames, height, width = images.shape[:3]
+        where = compute.type if compute == images.device else f"{compute.type} (frames from {images.device.type})"
         report_node_stats(NODE_ID, NodeStats(
             seconds_per_frame=(time.perf_counter() - started) / max(frames, 1),
-            notes=(f"{frames} frames {width}×{height} on {images.device.type}",)))
+            notes=(f"{frames} frames {width}×{height} on {where}",)))
         return io.NodeOutput(enhanced, mask)

@@ -103,22 +103,31 @@ def _smooth_chunk(segments: list[_Segment], start: int, stop: int, window: list[
     return smooth
 
 
-def _write_rgb(target: torch.Tensor, planar: torch.Tensor) -> None:
-    """Clamps planar float32 [n,3,H,W] (may clamp it in place) into the channels-last view ``target`` [n,H,W,3]."""
-    if target.dtype == torch.float32:
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``: the one place frames move between their home and the compute device."""
+    return tensor.to(device)
+
+
+def _write_rgb(target: torch.Tensor, planar: torch.Tensor, moving: bool) -> None:
+    """Clamps planar float32 [n,3,H,W] (may clamp it in place) into the channels-last view ``target`` [n,H,W,3];
+    ``moving``: the target lives on the frames' home device, not the compute device."""
+    if target.dtype == torch.float32 and not moving:
         torch.clamp(planar.permute(0, 2, 3, 1), 0.0, 1.0, out=target)
     else:
-        target.copy_(planar.clamp_(0.0, 1.0).permute(0, 2, 3, 1))
+        target.copy_(_to(planar.clamp_(0.0, 1.0), target.device).permute(0, 2, 3, 1))
 
 
 def enhance_video_with_mask(frames: torch.Tensor, params: EnhanceParams | None = None, *,
                             chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                             on_chunk: Callable[[int, int], None] | None = None,
+                            compute_device: torch.device | str | None = None,
                             **overrides: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Enhanced ``frames`` [B,H,W,C] (same dtype and device, alpha kept) and the skin mask [B,H,W] float32.
 
     Frames are processed ``chunk_frames`` at a time; each frame's per-frame work is done once and kept while the
     temporal halo of later chunks needs it, so memory stays bounded and the result equals the unchunked one.
+    With ``compute_device`` (default: the frames' device) each chunk moves there, is processed there and its
+    results come back to the frames' device, so only a chunk and its halo occupy the compute device.
     ``on_chunk(done, total)`` reports progress after each chunk.
     """
     p = resolve_params(params, overrides)
@@ -129,6 +138,8 @@ def enhance_video_with_mask(frames: torch.Tensor, params: EnhanceParams | None =
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     total, height, width, channels = frames.shape
+    compute = frames.device if compute_device is None else torch.device(compute_device)
+    moving = compute != frames.device
     masks = torch.empty((total, height, width), dtype=torch.float32, device=frames.device)
     if total == 0:
         return frames, masks
@@ -136,7 +147,7 @@ def enhance_video_with_mask(frames: torch.Tensor, params: EnhanceParams | None =
     radius = temporal_radius(p.temporal_sigma, total)
     grain = None
     if p.has_grain:
-        grain = GrainSource(p.seed, height, width, p.grain_sigma, p.grain_mode, p.grain_coherence, frames.device)
+        grain = GrainSource(p.seed, height, width, p.grain_sigma, p.grain_mode, p.grain_coherence, compute)
     segments: list[_Segment] = []
     computed = 0
     for start in range(0, total, chunk_frames):
@@ -144,18 +155,19 @@ def enhance_video_with_mask(frames: torch.Tensor, params: EnhanceParams | None =
         window = window_indices(start, stop, radius, total)
         needed = max(window) + 1
         if needed > computed:
-            rgb = _planar_clean_rgb(frames[computed:needed])
+            rgb = _planar_clean_rgb(_to(frames[computed:needed], compute) if moving else frames[computed:needed])
             segments.append(_Segment(computed, *_enhance_frames(rgb, range(computed, needed), p, grain)))
             computed = needed
         segments = [s for s in segments if s.stop > min(window)]
         core = list(range(start, stop))
         if radius > 0:
-            _write_rgb(out[start:stop, ..., :3], _smooth_chunk(segments, start, stop, window, p, radius))
+            _write_rgb(out[start:stop, ..., :3], _smooth_chunk(segments, start, stop, window, p, radius), moving)
         else:  # without a halo no later chunk reads these frames, so clamping them in place is harmless
-            _write_rgb(out[start:stop, ..., :3], _gather(segments, "rgb", core))
+            _write_rgb(out[start:stop, ..., :3], _gather(segments, "rgb", core), moving)
         if channels == 4:
             out[start:stop, ..., 3] = frames[start:stop, ..., 3]
-        masks[start:stop] = _gather(segments, "mask", core)
+        mask = _gather(segments, "mask", core)
+        masks[start:stop] = _to(mask, masks.device) if moving else mask
         if on_chunk is not None:
             on_chunk(stop, total)
     return out, masks

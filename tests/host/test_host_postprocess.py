@@ -87,6 +87,8 @@ def test_node_is_registered_with_every_parameter(wan_pack):
     required = info["input"]["required"]
     assert set(required) == {"images", "chunk_frames", *asdict(PARAMS)}
     assert all(spec[1].get("tooltip") for name, spec in required.items())
+    device = info["input"]["optional"]["device"]  # optional: API graphs saved before it existed still run
+    assert (device[1]["options"], device[1]["default"]) == (["auto", "cpu"], "auto") and device[1]["tooltip"]
 
 
 def test_host_output_matches_local_enhance_video_within_one_level(host_run):
