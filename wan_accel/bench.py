@@ -1,30 +1,25 @@
-"""Batch runner scored like the challenge: image-prompt pairs, resumable per-sample results, mean time, speed score.
+"""What a bench is made of: image-prompt pairs, the challenge's speed table, one result per sample, quality metrics.
 
 The time of a sample is its generation time: from the host starting the prompt to its end, model loads included;
-time spent queued behind other clients' prompts is recorded apart and not scored. Results live in one JSON file,
-rewritten atomically (temporary file + rename) after every sample, so an interrupted bench loses at most the
-sample in flight; rerunning the same command skips every sample that succeeded. Quality metrics plug in through
-:class:`QualityMetric` (``--metric``) when their models are available.
+time spent queued behind other clients' prompts is recorded apart and not scored. Quality metrics plug in through
+:class:`QualityMetric` (``--metric``) when their models are available. The results file is
+:mod:`wan_accel.bench_results`, the batch over one or many servers :mod:`wan_accel.bench_dispatch`.
 """
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
-from .errors import MissingModel, MissingNodeType, ServerUnreachable, UsageError, WanAccelError
+from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-RESULTS_VERSION = 1
 #: (upper bound in seconds, score) of the challenge's speed table; over the last bound a sample is invalid.
 SPEED_TABLE = ((60.0, 1.0), (120.0, 0.9), (240.0, 0.8), (360.0, 0.75), (600.0, 0.7))
-#: Errors that would repeat on every sample: the bench stops instead of recording one failure per sample.
-FATAL_ERRORS = (ServerUnreachable, MissingModel, MissingNodeType)
 
 
 def speed_score(seconds: float) -> float | None:
@@ -74,6 +69,22 @@ class SampleResult:
     prompt: str
     finished: str
     metrics: dict[str, float] = field(default_factory=dict)
+    server: str | None = None      # the server that ran it (absent in files written before several servers)
+
+    @classmethod
+    def failure(cls, sample: Sample, error: str, server: str | None) -> "SampleResult":
+        """A sample that did not produce its outputs, with the reason."""
+        return cls(sample.id, False, None, None, None, sample.seed, [], error, str(sample.image), sample.prompt,
+                   now(), server=server)
+
+    @classmethod
+    def success(cls, sample: Sample, outcome: JobOutcome, metrics: dict[str, float],
+                server: str | None) -> "SampleResult":
+        """A generated sample: its times rounded to the millisecond, its files and metrics."""
+        host = None if outcome.host_seconds is None else round(outcome.host_seconds, 3)
+        return cls(sample.id, True, round(outcome.seconds, 3), round(outcome.queue_seconds, 3), host, sample.seed,
+                   [str(p) for p in outcome.outputs], None, str(sample.image), sample.prompt, now(), metrics,
+                   server)
 
 
 class QualityMetric(Protocol):
@@ -171,120 +182,18 @@ def _pairs_from_csv(path: Path) -> list[Sample]:
     return samples
 
 
-def read_results(path: Path, config: Mapping[str, Any]) -> dict[str, SampleResult]:
-    """Earlier results by sample id; a file written for another configuration is a ``UsageError``."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not a readable results file ({exc}); move it away to start afresh") from None
-    if data.get("config") != dict(config):
-        changed = sorted(k for k in set(config) | set(data.get("config", {}))
-                         if config.get(k) != data.get("config", {}).get(k))
-        raise UsageError(f"{path} holds results of another configuration (differs in: {', '.join(changed)}); "
-                         f"use another --out folder, or delete the file to start afresh")
-    return {item["id"]: SampleResult(**item) for item in data.get("samples", [])}
-
-
-def write_results(path: Path, config: Mapping[str, Any], results: Sequence[SampleResult]) -> None:
-    """Writes every result atomically: a reader sees the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    payload = {"version": RESULTS_VERSION, "config": dict(config), "samples": [asdict(r) for r in results]}
-    partial.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-
-
-@dataclass(frozen=True)
-class BenchSummary:
-    """Totals over the results file: successes, failures, mean time, its speed score, mean of each metric."""
-
-    total: int
-    succeeded: int
-    failed: int
-    skipped: int
-    mean_seconds: float | None
-    score: float | None
-    invalid_samples: int
-    metric_means: dict[str, float]
-
-    def lines(self) -> list[str]:
-        """The summary as printed lines."""
-        done = f"{self.succeeded}/{self.total} samples succeeded, {self.failed} failed"
-        if self.skipped:
-            done += f", {self.skipped} already done (skipped)"
-        out = [done]
-        if self.mean_seconds is None:
-            out.append("mean time: n/a (no successful sample)")
-        else:
-            score = "invalid (over 600 s)" if self.score is None else f"{self.score:g}"
-            out.append(f"mean time per sample: {self.mean_seconds:.2f} s -> speed score {score}")
-            if self.invalid_samples:
-                out.append(f"{self.invalid_samples} sample(s) took over 600 s (invalid)")
-        out += [f"mean {name}: {value:.3f}" for name, value in self.metric_means.items()]
-        return out
-
-
-def summarise(results: Sequence[SampleResult], skipped: int) -> BenchSummary:
-    """Aggregates results the way the challenge scores them (mean time of the successful samples)."""
-    times = [r.seconds for r in results if r.ok and r.seconds is not None]
-    mean = sum(times) / len(times) if times else None
-    names = sorted({name for r in results for name in r.metrics})
-    metric_means = {name: sum(vals) / len(vals) for name in names
-                    if (vals := [r.metrics[name] for r in results if name in r.metrics])}
-    return BenchSummary(len(results), sum(r.ok for r in results), sum(not r.ok for r in results), skipped, mean,
-                        speed_score(mean) if mean is not None else None,
-                        sum(speed_score(t) is None for t in times), metric_means)
-
-
-def run_bench(samples: Sequence[Sample], generate: Callable[[Sample], JobOutcome], results_path: Path,
-              config: Mapping[str, Any], metrics: Sequence[QualityMetric] = (),
-              report: Callable[[str], None] = print) -> BenchSummary:
-    """Generates every sample not already successful in ``results_path``, saving the results after each one."""
-    earlier = read_results(results_path, config)
-    results = {s.id: earlier[s.id] for s in samples if s.id in earlier}
-    skipped = sum(1 for r in results.values() if r.ok)
-    if skipped:
-        report(f"resuming: {skipped} finished sample(s) in {results_path} are skipped")
-    active = []
-    for metric in metrics:
-        reason = metric.unavailable_reason()
-        if reason is None:
-            active.append(metric)
-        else:
-            report(f"metric {metric.name} skipped: {reason}")
-    for index, sample in enumerate(samples, start=1):
-        if sample.id in results and results[sample.id].ok:
-            continue
-        report(f"sample {index}/{len(samples)}: {sample.id}")
-        result = _run_one(sample, generate, active, report)
-        results[sample.id] = result
-        write_results(results_path, config, [results[s.id] for s in samples if s.id in results])
-        state = f"{result.seconds:.2f} s" if result.ok else f"FAILED: {result.error}"
-        report(f"sample {index}/{len(samples)}: {sample.id} {state}")
-    return summarise([results[s.id] for s in samples if s.id in results], skipped)
-
-
-def _run_one(sample: Sample, generate: Callable[[Sample], JobOutcome], metrics: Sequence[QualityMetric],
-             report: Callable[[str], None]) -> SampleResult:
-    try:
-        outcome = generate(sample)
-    except FATAL_ERRORS:
-        raise
-    except WanAccelError as exc:
-        return SampleResult(sample.id, False, None, None, None, sample.seed, [], str(exc), str(sample.image),
-                            sample.prompt, _now())
+def measure_metrics(sample: Sample, outcome: JobOutcome, metrics: Sequence[QualityMetric],
+                    report: Callable[[str], None]) -> dict[str, float]:
+    """Each metric's value for one generated sample; a metric that fails is reported and left out, never the sample."""
     measured = {}
     for metric in metrics:
         try:
             measured[metric.name] = metric.measure(sample, outcome.outputs)
         except Exception as exc:  # a metric must never lose a generated sample
             report(f"metric {metric.name} failed on {sample.id}: {exc}")
-    return SampleResult(sample.id, True, round(outcome.seconds, 3), round(outcome.queue_seconds, 3),
-                        None if outcome.host_seconds is None else round(outcome.host_seconds, 3), sample.seed,
-                        [str(p) for p in outcome.outputs], None, str(sample.image), sample.prompt, _now(), measured)
+    return measured
 
 
-def _now() -> str:
+def now() -> str:
+    """The local time as the results file stamps it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,7 +1,7 @@
 """wan-accel: run a shipped workflow headless on a ComfyUI server, bench a batch like the challenge, or check setup.
 
     wan-accel run --workflow winner --image in.png --prompt "..." [--server URL] [--seed N] [--out DIR]
-    wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR]
+    wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
     wan-accel doctor [--server URL] [--comfyui DIR]
 """
 from __future__ import annotations
@@ -13,13 +13,16 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
-from .bench import METRICS, JobOutcome, Sample, load_pairs, run_bench
-from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent
+from .bench import METRICS, load_pairs
+from .bench_dispatch import run_bench
+from .bench_progress import BatchDisplay
+from .bench_servers import ComfyBenchServer, server_urls
+from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
 from .doctor import run_doctor
 from .errors import UsageError, WanAccelError, node_label
-from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
+from .graph_fill import Overrides, load_api_workflow, parse_setting
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
@@ -87,18 +90,6 @@ def overrides_from(args: argparse.Namespace) -> Overrides:
                      length=args.length, fps=args.fps, models=models, settings=dict(args.set))
 
 
-def generate(client: ComfyClient, template: Mapping[str, Any], overrides: Overrides, image: Path, out_dir: Path,
-             progress: Callable[[ProgressEvent], None], timeout: float) -> tuple[Execution, list[Path]]:
-    """Uploads the image, fills and queues the workflow, follows it, downloads its output files."""
-    if not image.is_file():
-        raise UsageError(f"image {image} does not exist")
-    graph = fill(template, overrides)
-    client.check_model_files(graph)
-    graph = fill(graph, Overrides(image=client.upload_image(image)))
-    execution = client.execute(graph, progress, timeout)
-    return execution, [client.download(item, out_dir) for item in execution.files]
-
-
 def _print_texts(execution: Execution, graph: Mapping[str, Any], out: TextIO) -> None:
     for node_id, texts in execution.texts.items():
         for text in texts:
@@ -129,35 +120,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """A batch of image-prompt pairs, resumable, scored like the challenge."""
+    """A batch of image-prompt pairs over one or many servers, resumable, scored like the challenge."""
     name, path = find_workflow(args.workflow)
     template = load_api_workflow(path)
     base = overrides_from(args)
     samples = [dataclasses.replace(s, seed=args.seed if s.seed is None else s.seed) for s in load_pairs(args.pairs)]
+    if args.retries < 0:
+        raise UsageError(f"--retries {args.retries}: must be 0 or more")
     out_dir = Path(args.out)
     config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
-    client = ComfyClient(args.server)
-    client.system_stats()
-    print(f"wan-accel bench: {name} on {client.base_url}, {len(samples)} sample(s), results in {out_dir}")
-
-    def job(sample: Sample) -> JobOutcome:
-        overrides = dataclasses.replace(base, prompt=sample.prompt, seed=sample.seed,
-                                        negative=sample.negative or base.negative,
-                                        filename_prefix=f"wan_accel/bench/{sample.id}")
-        execution, paths = generate(client, template, overrides, sample.image, out_dir / "videos",
-                                    ProgressPrinter(), args.timeout)
-        return JobOutcome(execution.seconds, execution.queue_seconds, execution.host_seconds(), paths)
-
+    urls = server_urls(args.server, args.servers) or [DEFAULT_SERVER]
+    servers = [ComfyBenchServer(url, template, base, out_dir / "videos", args.timeout) for url in urls]
+    print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
+          f"{out_dir}", flush=True)
+    display = BatchDisplay([s.name for s in servers])
     metrics = [METRICS[metric]() for metric in args.metric]
     try:
-        summary = run_bench(samples, job, out_dir / "results.json", config, metrics,
-                            report=lambda line: print(line, flush=True))
+        summary = run_bench(samples, servers, out_dir / "results.json", config, metrics, display,
+                            retries=args.retries)
     except KeyboardInterrupt:
-        print(f"interrupted: finished samples are saved in {out_dir / 'results.json'}; run the same command "
-              f"to resume", file=sys.stderr)
+        print(f"interrupted: the prompt in flight on every server was interrupted; finished samples are saved in "
+              f"{out_dir / 'results.json'}; run the same command to resume", file=sys.stderr)
         return 130
     for line in summary.lines():
-        print(line)
+        display.message(line)
     return 0 if summary.failed == 0 else 1
 
 
@@ -168,7 +154,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address (default {DEFAULT_SERVER})")
     parser.add_argument("--workflow", default="winner",
                         help=f"{', '.join(WORKFLOWS)} (shipped) or a path to an API-format JSON (default winner)")
     parser.add_argument("--negative", help="negative prompt (default: the workflow's)")
@@ -192,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="one image + prompt through a workflow; downloads the video")
+    run.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address (default {DEFAULT_SERVER})")
     _add_common(run)
     run.add_argument("--image", required=True, help="start image (uploaded to the server)")
     run.add_argument("--prompt", required=True, help="what happens in the video")
@@ -199,7 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="outputs", help="folder for the downloaded outputs (default outputs)")
     run.set_defaults(handler=cmd_run)
 
-    bench = commands.add_parser("bench", help="a folder or CSV of image-prompt pairs, resumable, with speed score")
+    bench = commands.add_parser("bench", help="a folder or CSV of image-prompt pairs over one or many servers, "
+                                              "resumable, with speed score")
+    bench.add_argument("--server", action="append", metavar="URL",
+                       help=f"ComfyUI address; repeat it to share the batch between servers (default "
+                            f"{DEFAULT_SERVER})")
+    bench.add_argument("--servers", metavar="FILE", help="text file with one ComfyUI address a line (added to "
+                                                         "--server)")
+    bench.add_argument("--retries", type=int, default=2,
+                       help="times a sample is re-queued when its server stops answering (default 2)")
     _add_common(bench)
     bench.add_argument("--pairs", required=True,
                        help="folder of NAME.png + NAME.txt, or CSV with columns image,prompt[,id,seed,negative]")

@@ -12,29 +12,35 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
 import websocket
 
-from .errors import (MissingModel, MissingModelFile, MissingNodeType, ServerError, ServerUnreachable, WanAccelError,
-                     execution_error, node_error_lines, node_label, rejection_error)
+from .errors import (MissingModel, MissingModelFile, MissingNodeType, ServerError, ServerUnreachable, UsageError,
+                     WanAccelError, execution_error, node_error_lines, node_label, rejection_error)
+from .graph_fill import Overrides, fill
 from .workflow_catalog import model_files
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 UPLOAD_SUBFOLDER = "wan_accel"
 WS_POLL_SECONDS = 1.0          # websocket read timeout; between reads the client checks its deadline
 HISTORY_CHECK_SECONDS = 5.0    # without websocket news for this long, ask /history whether the prompt ended
+STATS_EVENT = "wan_accel.stats"  # our nodes' stats message (nodes/stats.py): display lines and warnings per node
+
+
+class ConnectionLost(ServerError):
+    """The websocket of a running prompt dropped while the server still answers; the prompt was interrupted there."""
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """What the host reported about a running prompt, for a progress display.
 
-    ``kind``: ``warning`` (label = the host's complaint about a node it dropped), ``queued`` (value = prompts
-    ahead), ``started``, ``cached`` (value = nodes reused), ``node`` (a node began), ``step`` (value/total of the
-    node's progress bar), ``finished``.
+    ``kind``: ``warning`` (label = the host's complaint about a node it dropped, or a warning one of our nodes
+    reported), ``queued`` (value = prompts ahead), ``started``, ``cached`` (value = nodes reused), ``node`` (a node
+    began), ``step`` (value/total of the node's progress bar), ``finished``.
     """
 
     kind: str
@@ -84,13 +90,21 @@ class Execution:
         return (end - start) / 1000.0 if start is not None and end is not None else None
 
 
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+"""ComfyUI 0.33's combo whose options each bring their own inputs (``SaveVideo``'s ``codec``)."""
+
+
 def combo_options(spec: Any) -> list | None:
-    """The options of a combo input spec of /object_info (``[[...], {...}]`` or ``["COMBO", {"options": [...]}]``)."""
+    """The options of a combo input spec of /object_info (``[[...], {...}]``, ``["COMBO", {"options": [...]}]``, or
+    a dynamic combo's option keys)."""
     if isinstance(spec, list) and spec:
         if isinstance(spec[0], list):
             return spec[0]
+        options = (spec[1] if len(spec) > 1 else {}).get("options", [])
         if spec[0] == "COMBO":
-            return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+            return list(options)
+        if spec[0] == DYNAMIC_COMBO:
+            return [option["key"] for option in options]
     return None
 
 
@@ -128,6 +142,7 @@ class ComfyClient:
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
         self.session = requests.Session()
+        self.prompt_in_flight: str | None = None   # set while execute follows a prompt, for interrupting it
 
     # ---------------------------------------------------------------- HTTP
     def _request(self, method: str, path: str, *, ok_codes: tuple[int, ...] = (200,), **kwargs) -> requests.Response:
@@ -158,12 +173,14 @@ class ComfyClient:
         """``GET /object_info`` (every node type) or ``/object_info/<class>`` (``{}`` when the server lacks it)."""
         return self._json("GET", "/object_info" if class_type is None else f"/object_info/{class_type}", timeout=120)
 
-    def check_model_files(self, graph: Mapping[str, Any]) -> None:
+    def check_model_files(self, graph: Mapping[str, Any], object_info: Mapping[str, Any] | None = None) -> None:
         """Raises ``MissingModel`` (every file, its folder, the node) before queueing if the server lacks a model
-        file the graph names: the host does not check the file lists of V3 nodes until they run."""
+        file the graph names: the host does not check the file lists of V3 nodes until they run. ``object_info``:
+        the server's full ``/object_info`` if already fetched (else each loader's entry is asked for)."""
         missing = []
         for ref in model_files(graph):
-            info = self.object_info(ref.class_type).get(ref.class_type)
+            info = (object_info.get(ref.class_type) if object_info is not None
+                    else self.object_info(ref.class_type).get(ref.class_type))
             if info is None:
                 raise MissingNodeType(ref.class_type, ref.node_id)
             if ref.file not in (combo_options(input_spec(info, ref.input_name)) or []):
@@ -225,23 +242,30 @@ class ComfyClient:
 
     def execute(self, graph: Mapping[str, Any], on_progress: Callable[[ProgressEvent], None] = lambda e: None,
                 timeout: float = 3600.0) -> Execution:
-        """Queues ``graph`` and follows it to the end over the websocket; Ctrl-C interrupts it on the server too."""
+        """Queues ``graph`` and follows it to the end over the websocket; Ctrl-C interrupts it on the server too.
+        A failure carries the warnings our nodes reported before it (e.g. tensors missing from a file)."""
         try:
             socket = websocket.create_connection(self._ws_url(), timeout=self.timeout)
         except (OSError, websocket.WebSocketException) as exc:
             raise ServerUnreachable(self.base_url, f"websocket: {exc}") from None
+        node_warnings: list[str] = []
         try:
             socket.settimeout(WS_POLL_SECONDS)
             queued_at = time.monotonic()
             prompt_id, warnings = self.queue(graph)
+            self.prompt_in_flight = prompt_id
             for warning in warnings:
                 on_progress(ProgressEvent("warning", label=warning))
             try:
-                started_at, finished_at = _follow(self, socket, prompt_id, graph, on_progress, queued_at + timeout)
+                started_at, finished_at = _follow(self, socket, prompt_id, graph, on_progress, queued_at + timeout,
+                                                  node_warnings)
             except KeyboardInterrupt:
                 self.interrupt(prompt_id)
                 raise
+            except WanAccelError as exc:
+                raise with_warnings(exc, node_warnings) from None
         finally:
+            self.prompt_in_flight = None
             socket.close()
         entry = self._wait_history(prompt_id)
         files, texts = outputs_of(entry)
@@ -257,9 +281,30 @@ class ComfyClient:
         return entry
 
 
+def generate(client: ComfyClient, template: Mapping[str, Any], overrides: Overrides, image: Path, out_dir: Path,
+             progress: Callable[[ProgressEvent], None], timeout: float) -> tuple[Execution, list[Path]]:
+    """One job: uploads the image, fills and queues the workflow, follows it, downloads its output files."""
+    if not image.is_file():
+        raise UsageError(f"image {image} does not exist")
+    graph = fill(template, overrides)
+    client.check_model_files(graph)
+    graph = fill(graph, Overrides(image=client.upload_image(image)))
+    execution = client.execute(graph, progress, timeout)
+    return execution, [client.download(item, out_dir) for item in execution.files]
+
+
+def with_warnings(error: WanAccelError, warnings: Sequence[str]) -> WanAccelError:
+    """``error`` with the node warnings the server sent before it appended to its message (same type and code)."""
+    if warnings:
+        error.args = (f"{error}\n  warnings the server reported before the failure:"
+                      + "".join(f"\n    {line}" for line in warnings),)
+    return error
+
+
 def _connection_reason(exc: Exception) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "No route to host", "timed out"):
+    for marker in ("Connection refused", "Connection reset by peer", "Name or service not known", "No route to host",
+                   "timed out", "Remote end closed connection"):
         if marker in text:
             return marker.lower()
     return text[:200]
@@ -277,9 +322,11 @@ def _end_of(entry: Mapping[str, Any], graph: Mapping[str, Any]) -> WanAccelError
 
 
 def _follow(client: ComfyClient, socket: websocket.WebSocket, prompt_id: str, graph: Mapping[str, Any],
-            on_progress: Callable[[ProgressEvent], None], deadline: float) -> tuple[float, float]:
+            on_progress: Callable[[ProgressEvent], None], deadline: float,
+            node_warnings: list[str]) -> tuple[float, float]:
     """Reads websocket messages until ``prompt_id`` ends; returns the monotonic times it started and ended (the
-    start is the queueing time if its message was missed), raises its error."""
+    start is the queueing time if its message was missed), raises its error. Warnings our nodes send go to
+    ``node_warnings`` (and on to ``on_progress``)."""
     last_news = started_at = time.monotonic()
     while True:
         now = time.monotonic()
@@ -299,14 +346,25 @@ def _follow(client: ComfyClient, socket: websocket.WebSocket, prompt_id: str, gr
                     return started_at, time.monotonic()
             continue
         except (websocket.WebSocketConnectionClosedException, OSError):
-            client.system_stats()
-            raise ServerError(f"ComfyUI closed the websocket while prompt {prompt_id} was running; "
-                              f"its log says why") from None
+            client.system_stats()   # raises ServerUnreachable when the server itself is gone
+            try:
+                client.interrupt(prompt_id)
+            except WanAccelError:
+                pass
+            raise ConnectionLost(f"ComfyUI at {client.base_url} closed the websocket while prompt {prompt_id} was "
+                                 f"running (interrupted it there); its log says why") from None
         if not isinstance(raw, str):
-            continue  # binary frames: latent previews
+            continue  # binary frames: latent previews and progress texts
         last_news = time.monotonic()
         message = json.loads(raw)
         kind, data = message.get("type"), message.get("data") or {}
+        if kind == STATS_EVENT and data.get("prompt_id") in (prompt_id, None):
+            node_id = str(data.get("node_id"))
+            for warning in data.get("warnings") or []:
+                line = f"node #{node_id} {node_label(graph, node_id, str(data.get('node_type', '?')))}: {warning}"
+                node_warnings.append(line)
+                on_progress(ProgressEvent("warning", node_id, line))
+            continue
         if kind == "status":
             remaining = (data.get("status") or {}).get("exec_info", {}).get("queue_remaining", 0)
             on_progress(ProgressEvent("queued", value=max(0, int(remaining) - 1)))

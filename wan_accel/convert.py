@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from kernels.gguf import quantize
@@ -70,16 +70,26 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
+def _unreadable(source: Path, exc: Exception) -> ConversionError:
+    """The error for a source that is not a complete safetensors file (text, truncated download, other format)."""
+    reason = str(exc).replace("Error while deserializing header: ", "")
+    return ConversionError(f"{source}: not a readable .safetensors file ({reason}); pass a Wan 2.1 DiT "
+                           f".safetensors checkpoint, and download it again if the download was cut short")
+
+
 def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[PlannedTensor]:
     """Reads only the header of ``source`` and decides every tensor's output type."""
     plan = []
-    with safe_open(source, framework="pt") as handle:
-        for key in handle.keys():
-            name = _strip_prefix(key)
-            tensor_slice = handle.get_slice(key)
-            shape = tuple(tensor_slice.get_shape())
-            dtype = _safetensors_dtype(tensor_slice.get_dtype())
-            plan.append(PlannedTensor(key, name, shape, choose_type(name, shape, dtype, target)))
+    try:
+        with safe_open(source, framework="pt") as handle:
+            for key in handle.keys():
+                name = _strip_prefix(key)
+                tensor_slice = handle.get_slice(key)
+                shape = tuple(tensor_slice.get_shape())
+                dtype = _safetensors_dtype(tensor_slice.get_dtype())
+                plan.append(PlannedTensor(key, name, shape, choose_type(name, shape, dtype, target)))
+    except (SafetensorError, OSError) as exc:
+        raise _unreadable(source, exc) from None
     names = {planned.name for planned in plan}
     if "head.modulation" not in names or "patch_embedding.weight" not in names:
         raise ConversionError(f"{source.name} is not a Wan 2.1 DiT checkpoint (no head.modulation / "
@@ -136,6 +146,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, target: s
                 writer.write_tensor_data(_encode(handle.get_tensor(planned.source_key), planned))
         writer.close()
         os.replace(partial, destination)
+    except SafetensorError as exc:
+        raise _unreadable(source, exc) from None
     finally:
         writer.close()
         partial.unlink(missing_ok=True)

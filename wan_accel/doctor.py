@@ -13,6 +13,7 @@ from .graph_fill import load_api_workflow
 from .workflow_catalog import DOWNLOADS, FOLDER_ALIASES, WORKFLOWS, model_files
 
 FP8_MATMUL_CAPABILITY = (8, 9)   # Ada (sm89) and Hopper: fp8 tensor cores, torch._scaled_mm
+NOT_CHECKED_EXIT = 3             # the server did not answer: nodes (and files, without --comfyui) were not checked
 
 
 def _package_version(name: str) -> str | None:
@@ -102,14 +103,20 @@ def workflow_lines(object_info: Mapping[str, Any] | None, comfyui_dir: Path | No
             file_lines.append(f"  {state} models/{ref.folder}/{ref.file}{hint}")
             if not present:
                 problems.append(ref.file)
-        verdict = "ready" if not problems else f"{len(problems)} problem(s)"
+        if problems:
+            verdict = f"{len(problems)} problem(s)"
+        elif object_info is None and comfyui_dir is None:
+            verdict = "NOT checked (server unreachable and no --comfyui folder to look in)"
+        else:
+            verdict = "ready"
         lines.append(f"{workflow.name} ({workflow.ui_path.name}): {verdict}")
         lines += [f"  {p}" for p in problems if p.startswith("node type")] + file_lines
     return lines
 
 
 def run_doctor(server: str, comfyui_dir: Path | None, out: Callable[[str], None] = print) -> int:
-    """Prints the report; always returns 0 (it informs, it does not gate)."""
+    """Prints the report; returns 0 when it could check the server (missing files are reported, not gated on),
+    ``NOT_CHECKED_EXIT`` when the server did not answer, so a script never mistakes "not checked" for "ready"."""
     out("this machine")
     for line in runtime_lines():
         out(f"  {line}")
@@ -129,4 +136,8 @@ def run_doctor(server: str, comfyui_dir: Path | None, out: Callable[[str], None]
     out(f"workflows (model files {source})")
     for line in workflow_lines(object_info, comfyui_dir):
         out(f"  {line}")
+    if object_info is None:
+        out(f"could not check the server at {client.base_url} (its nodes and model lists are unchecked): start it "
+            f"(or pass --server) and run doctor again")
+        return NOT_CHECKED_EXIT
     return 0

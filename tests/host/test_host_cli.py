@@ -155,6 +155,12 @@ def test_doctor_sees_our_nodes_and_which_real_model_files_are_missing(wan_pack):
             in done.stdout)
 
 
+def _default_sigint() -> None:
+    """Runs in the child before exec: Ctrl-C must reach it even when pytest itself runs with SIGINT ignored (under
+    ``nohup`` or ``&``), which a child would otherwise inherit, and then Python installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _pairs_csv(folder: Path, start_image: Path) -> Path:
     """Two pairs on one image (the host then reuses its CLIP-vision encode) with different prompts and seeds."""
     path = folder / "pairs.csv"
@@ -170,7 +176,7 @@ def test_bench_two_pairs_survives_an_interruption_and_resumes(wan_pack, tiny_mod
     pairs, out = _pairs_csv(tmp_path, start_image), tmp_path / "bench"
     args = ["bench", "--server", wan_pack.url, "--pairs", str(pairs), "--out", str(out), *TINY, *tiny_models]
     proc = subprocess.Popen([*CLI, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_default_sigint)
     seen = []
     for line in proc.stdout:
         seen.append(line)

@@ -1,5 +1,6 @@
-"""The batch runner: the challenge's speed table, pairs from a folder or CSV, results written atomically after each
-sample, resume after an interruption, fatal errors, and the quality-metric hook."""
+"""The batch runner on one server: the challenge's speed table, pairs from a folder or CSV, results written atomically
+after each sample, resume after an interruption, fatal errors, and the quality-metric hook. Several servers:
+``test_bench_dispatch.py``."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wan_accel.bench import (FirstFramePSNR, JobOutcome, Sample, load_pairs, read_results, run_bench, speed_score,
-                             summarise)
+from wan_accel.bench import FirstFramePSNR, JobOutcome, Sample, load_pairs, speed_score
+from wan_accel.bench_dispatch import run_bench as run_on_servers
+from wan_accel.bench_results import read_results, summarise
 from wan_accel.errors import ExecutionFailed, MissingModel, MissingModelFile, UsageError
 
 CONFIG = {"workflow": "wan21_i2v_480p_winner", "steps": 8}
@@ -65,6 +67,45 @@ def _samples(tmp_path: Path, count: int) -> list[Sample]:
     return [Sample(f"s{i}", _image(tmp_path / f"s{i}.png"), f"prompt {i}", seed=i) for i in range(count)]
 
 
+class Lines:
+    """A display that keeps the messages and ignores progress."""
+
+    def __init__(self, report=None):
+        self.report = report if report is not None else (lambda line: None)
+
+    def message(self, text):
+        self.report(text)
+
+    def progress(self, server, sample_id, event):
+        pass
+
+    def overall(self, done, failed, total):
+        pass
+
+
+class OneServer:
+    """A server that always passes its check and generates with ``generate``."""
+
+    name = "local"
+
+    def __init__(self, generate):
+        self.generate_sample = generate
+
+    def check(self):
+        pass
+
+    def generate(self, sample, progress):
+        return self.generate_sample(sample)
+
+    def interrupt(self):
+        pass
+
+
+def run_bench(samples, generate, results_path, config, metrics=(), report=None):
+    """The batch on one server whose jobs ``generate`` runs; messages go to ``report``."""
+    return run_on_servers(samples, [OneServer(generate)], results_path, config, metrics, Lines(report))
+
+
 class FakeGenerate:
     """Generates instantly with scripted times; ``fail`` maps sample id -> exception to raise."""
 
@@ -108,10 +149,13 @@ def test_results_are_saved_after_each_sample_and_a_resume_skips_finished_ones(tm
     generate = FakeGenerate(tmp_path, {"s1": 100.0, "s2": 150.0})
     summary = run_bench(samples, generate, results_path, CONFIG, report=lines.append)
     assert generate.calls == ["s1", "s2"], "the successful s0 is skipped, the failed s1 is retried"
-    assert lines[0] == f"resuming: 1 finished sample(s) in {results_path} are skipped"
+    assert lines[:3] == [f"resuming: 1 finished sample(s) in {results_path} are skipped", "server local: ready",
+                         "sample 2/3: s1"]
     assert read_results(results_path, CONFIG)["s0"] == saved["s0"]
-    assert summary.lines() == ["3/3 samples succeeded, 0 failed, 1 already done (skipped)",
-                               "mean time per sample: 100.00 s -> speed score 0.9"]
+    assert {r.server for r in read_results(results_path, CONFIG).values()} == {"local"}
+    assert summary.lines()[:3] == ["3/3 samples succeeded, 0 failed, 1 already done (skipped)",
+                                   "mean time per sample: 100.00 s -> speed score 0.9",
+                                   "server local: 2 sample(s) this run, mean 125.00 s/sample"]
 
 
 def test_results_of_another_configuration_are_not_mixed_in(tmp_path):
@@ -156,8 +200,8 @@ def test_quality_metrics_plug_in_and_report_why_they_cannot_run(tmp_path):
                         tmp_path / "results.json", CONFIG, [ConstantMetric(), UnavailableMetric()], lines.append)
     assert "metric vbench skipped: its model weights are not downloaded" in lines
     assert summary.metric_means == {"constant": 30.5}
-    assert summary.lines()[1:] == ["mean time per sample: 355.00 s -> speed score 0.75",
-                                   "1 sample(s) took over 600 s (invalid)", "mean constant: 30.500"]
+    assert summary.lines()[1:4] == ["mean time per sample: 355.00 s -> speed score 0.75",
+                                    "1 sample(s) took over 600 s (invalid)", "mean constant: 30.500"]
     assert summarise([], 0).lines() == ["0/0 samples succeeded, 0 failed", "mean time: n/a (no successful sample)"]
 
 

@@ -1,26 +1,25 @@
-"""The host API client against a scripted fake ComfyUI on 127.0.0.1 (HTTP plus a minimal RFC 6455 websocket):
-progress events, outputs, downloads, and every error a user can meet, formatted per node and input, never as raw
-JSON."""
+"""The host API client against a scripted fake ComfyUI on 127.0.0.1 (``tests/support/fake_comfy.py``): progress
+events, outputs, downloads, every error a user can meet (formatted per node and input, never as raw JSON, with the
+warnings our nodes sent before it), a dropped websocket, the bench's server check and interrupt, and doctor with
+the server down."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import socket
-import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.fake_comfy import HISTORY_OK, FakeComfy
+from wan_accel.bench import Sample
+from wan_accel.bench_servers import ComfyBenchServer
 from wan_accel.cli import ProgressPrinter, main
-from wan_accel.client import ComfyClient, ProgressEvent, normalise_server, outputs_of
+from wan_accel.client import ComfyClient, ConnectionLost, ProgressEvent, normalise_server, outputs_of
+from wan_accel.doctor import NOT_CHECKED_EXIT, run_doctor
+from wan_accel.graph_fill import Overrides
 from wan_accel.errors import (ExecutionFailed, Interrupted, MissingModel, MissingNodeType, PromptInvalid,
                               ServerError, ServerUnreachable)
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 GRAPH = {
     "2": {"class_type": "WanAccelLoadDiTGGUF", "inputs": {"unet_name": "wan.gguf", "compute_dtype": "auto"},
           "_meta": {"title": "Load Wan DiT (GGUF Q6_K)"}},
@@ -28,110 +27,6 @@ GRAPH = {
     "11": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "steps": 0}, "_meta": {"title": "KSampler"}},
     "15": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "wan_accel/x"}, "_meta": {"title": "Save video"}},
 }
-HISTORY_OK = {
-    "outputs": {"15": {"images": [{"filename": "x_00001_.mp4", "subfolder": "wan_accel", "type": "output"}],
-                       "animated": [True]},
-                "2": {"text": ["Load Wan DiT (GGUF): 3.0 M parameters"]},
-                "13": {"images": [{"filename": "mask.png", "subfolder": "", "type": "temp"}]}},
-    "status": {"status_str": "success", "completed": True,
-               "messages": [["execution_start", {"prompt_id": "p1", "timestamp": 1000}],
-                            ["execution_success", {"prompt_id": "p1", "timestamp": 3500}]]},
-}
-
-
-def _ws_frame(text: str) -> bytes:
-    payload = text.encode()
-    if len(payload) < 126:
-        return bytes([0x81, len(payload)]) + payload
-    return bytes([0x81, 126]) + struct.pack(">H", len(payload)) + payload
-
-
-class FakeComfy:
-    """A scripted host: ``prompt_reply`` answers POST /prompt, ``ws_messages`` follow it on the websocket,
-    ``history`` is what /history/<id> returns afterwards."""
-
-    def __init__(self):
-        self.prompt_reply = (200, {"prompt_id": "p1", "number": 1, "node_errors": {}})
-        self.ws_messages: list[dict] = []
-        self.history = HISTORY_OK
-        self.object_info = {
-            "WanAccelLoadDiTGGUF": {"input": {"required": {"unet_name": ["COMBO", {"options": ["other.gguf"]}]}}},
-            "VAELoader": {"input": {"required": {"vae_name": [["other_vae.safetensors"]]}}}}
-        self.requests: list[tuple[str, str, bytes]] = []
-        self.queued = threading.Event()
-        self.answered = threading.Event()   # POST /prompt answered, queued or not
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code: int, body) -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                url = urlsplit(self.path)
-                fake.requests.append(("GET", self.path, b""))
-                if url.path == "/ws":
-                    return self._websocket()
-                if url.path == "/system_stats":
-                    return self._reply(200, {"system": {"comfyui_version": "0.3.64"}, "devices": []})
-                if url.path.startswith("/history/"):
-                    return self._reply(200, {"p1": fake.history} if fake.queued.is_set() else {})
-                if url.path.startswith("/object_info/"):
-                    name = url.path.rsplit("/", 1)[1]
-                    return self._reply(200, {name: fake.object_info[name]} if name in fake.object_info else {})
-                if url.path == "/view":
-                    query = parse_qs(url.query)
-                    return self._reply(200, f"video:{query['subfolder'][0]}/{query['filename'][0]}".encode())
-                return self._reply(404, b"404: Not Found")
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append(("POST", self.path, body))
-                if self.path == "/prompt":
-                    code, reply = fake.prompt_reply
-                    if code == 200:
-                        fake.queued.set()
-                    self._reply(code, reply)
-                    return fake.answered.set()
-                if self.path == "/upload/image":
-                    return self._reply(200, {"name": "cat.png", "subfolder": "wan_accel", "type": "input"})
-                return self._reply(200, b"")
-
-            def _websocket(self):
-                key = self.headers["Sec-WebSocket-Key"]
-                accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-                self.wfile.write((f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                  f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
-                self.wfile.write(_ws_frame(json.dumps({"type": "status", "data": {"status": {
-                    "exec_info": {"queue_remaining": 0}}, "sid": "x"}})))
-                self.wfile.flush()
-                if fake.answered.wait(timeout=10) and fake.queued.is_set():
-                    for message in fake.ws_messages:
-                        self.wfile.write(b"\x82\x03abc")  # a binary preview frame: ignored by the client
-                        self.wfile.write(_ws_frame(json.dumps(message)))
-                    self.wfile.flush()
-                try:
-                    self.connection.settimeout(5)
-                    self.connection.recv(1024)  # the client's close frame
-                except OSError:
-                    pass
-                self.close_connection = True
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake():
     server = FakeComfy()
@@ -317,3 +212,95 @@ def test_cli_usage_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     assert main(["run", "--image", "x.png", "--prompt", "p", "--server", "127.0.0.1:9", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"wan-accel: error: {message}") and len(err.splitlines()) == 1
+
+
+def test_a_failure_shows_the_warnings_our_nodes_sent_before_it(fake):
+    fake.ws_messages = [
+        {"type": "wan_accel.stats", "data": {
+            "node_id": "3", "node_type": "WanAccelLoadTextEncoderFP8", "prompt_id": "p1", "time": 1.0,
+            "stats": {"resident_bytes": 10}, "lines": ["weights: F8_E4M3×169"],
+            "warnings": ["240 tensors missing from the file (left uninitialised)"]}},
+        {"type": "wan_accel.stats", "data": {"node_id": "7", "node_type": "WanAccelLoadVAE", "prompt_id": "other",
+                                             "warnings": ["not this prompt's"]}},
+        {"type": "execution_error", "data": {
+            "prompt_id": "p1", "node_id": "11", "node_type": "KSampler", "exception_type": "ValueError",
+            "exception_message": "latents are NaN", "traceback": []}}]
+    events: list[ProgressEvent] = []
+    with pytest.raises(ExecutionFailed) as caught:
+        ComfyClient(fake.url).execute(GRAPH, events.append, timeout=10)
+    assert str(caught.value) == ("node #11 KSampler failed: ValueError: latents are NaN\n"
+                                 "  warnings the server reported before the failure:\n"
+                                 "    node #3 WanAccelLoadTextEncoderFP8: 240 tensors missing from the file "
+                                 "(left uninitialised)")
+    assert caught.value.exit_code == 6
+    assert [e.label for e in events if e.kind == "warning"] == [
+        "node #3 WanAccelLoadTextEncoderFP8: 240 tensors missing from the file (left uninitialised)"]
+
+
+def test_a_dropped_websocket_interrupts_the_prompt_and_says_the_connection_was_lost(fake):
+    fake.ws_messages = [{"type": "execution_start", "data": {"prompt_id": "p1"}}]
+    fake.drop_ws = True
+    client = ComfyClient(fake.url)
+    with pytest.raises(ConnectionLost, match="closed the websocket while prompt p1 was running"):
+        client.execute(GRAPH, timeout=10)
+    assert ("POST", "/interrupt", b'{"prompt_id": "p1"}') in fake.requests
+    assert client.prompt_in_flight is None
+
+
+def test_bench_server_check_needs_every_node_type_and_model_file(fake, tmp_path):
+    server = ComfyBenchServer(fake.url, GRAPH, Overrides(), tmp_path, 10.0)
+    assert server.name == fake.url.split("://", 1)[1]
+    with pytest.raises(MissingNodeType, match="no node type KSampler \\(node #11\\)"):
+        server.check()
+    fake.object_info.update({"KSampler": {"input": {}}, "SaveVideo": {"input": {}}})
+    with pytest.raises(MissingModel, match="wan.gguf: put it in ComfyUI/models/diffusion_models/"):
+        server.check()
+    fake.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
+    fake.object_info["VAELoader"]["input"]["required"]["vae_name"][0].append("wan_2.1_vae.safetensors")
+    server.check()
+    assert [path for _, path, _ in fake.requests].count("/object_info") == 3, "one /object_info per check"
+
+
+def test_doctor_with_the_server_down_says_nothing_was_checked_and_fails(capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines: list[str] = []
+    assert run_doctor(f"127.0.0.1:{port}", None, lines.append) == NOT_CHECKED_EXIT != 0
+    verdicts = [line for line in lines if " (wan21_i2v_480p_" in line]
+    assert len(verdicts) == 3
+    assert all(line.endswith("NOT checked (server unreachable and no --comfyui folder to look in)")
+               for line in verdicts)
+    assert not any("ready" in line for line in lines)
+    assert lines[-1] == (f"could not check the server at http://127.0.0.1:{port} (its nodes and model lists are "
+                         f"unchecked): start it (or pass --server) and run doctor again")
+
+
+def test_doctor_with_the_server_down_checks_files_in_the_comfyui_folder_but_still_fails(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines: list[str] = []
+    assert run_doctor(f"127.0.0.1:{port}", tmp_path, lines.append) == NOT_CHECKED_EXIT
+    assert any(line.endswith(": 4 problem(s)") for line in lines)
+    assert any("[missing] models/vae/wan_2.1_vae.safetensors" in line for line in lines)
+    assert lines[-1].startswith(f"could not check the server at http://127.0.0.1:{port} ")
+
+
+def test_bench_server_interrupts_a_prompt_queued_just_after_ctrl_c(fake, tmp_path):
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}}, "2": GRAPH["2"],
+             "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 0]}},
+             "11": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["5", 0], "seed": 0}},
+             "15": GRAPH["15"]}
+    fake.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
+    fake.ws_messages = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
+                        {"type": "execution_interrupted", "data": {"prompt_id": "p1", "node_id": "11",
+                                                                   "node_type": "KSampler", "executed": []}}]
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG")
+    server = ComfyBenchServer(fake.url, graph, Overrides(), tmp_path, 10.0)
+    server.interrupt()  # Ctrl-C while the worker was still uploading: no prompt to interrupt yet
+    assert not any(path == "/interrupt" for _, path, _ in fake.requests)
+    with pytest.raises(Interrupted):
+        server.generate(Sample("cat", image, "a cat", 1), lambda event: None)
+    assert ("POST", "/interrupt", b'{"prompt_id": "p1"}') in fake.requests

@@ -111,3 +111,24 @@ def test_cli_writes_the_file(tiny_q6k, tmp_path, capsys):
     assert main([str(source), str(tmp_path / "cli.gguf"), "--type", "Q6_K"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "cli.gguf").stat().st_size > 0
+
+
+def _truncated(tmp_path):
+    source = write_tiny_wan_i2v(tmp_path / "cut.safetensors")
+    data = source.read_bytes()
+    source.write_bytes(data[: len(data) // 2])
+    return source
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda tmp: (tmp / "notes.txt").write_text("a text file, not a checkpoint\n") and tmp / "notes.txt",
+     "header too large"),
+    (_truncated, "incomplete metadata, file not fully covered"),
+])
+def test_unreadable_input_is_one_line_naming_the_file_and_the_problem(tmp_path, capsys, make, problem):
+    source = make(tmp_path)
+    assert main([str(source), str(tmp_path / "out.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {source}: not a readable .safetensors file ({problem}); pass a Wan 2.1 DiT")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.part").exists()
