@@ -2,8 +2,10 @@
 
 The layers plug into the host's own mechanisms: ``comfy_cast_weights`` routes every forward through
 ``forward_comfy_cast_weights``; ``weight_function`` (the host's low-VRAM LoRA patches) runs on the
-dequantised weight; ``convert_weight``/``set_weight`` let the host's full-load LoRA path dequantise,
-patch and store a patched float weight, which its unpatch later swaps back for the raw blocks.
+dequantised weight; a full-load LoRA is handed to the layer by ``nodes.gguf_patcher.GGUFModelPatcher`` and
+applied per forward (a low-rank side path for plain LoRA), so the raw blocks stay resident.
+``convert_weight``/``set_weight`` remain for the host's other weight paths (merging, saving), which get a
+patched float weight.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class GGUFWeightLayer:
     """Mixin for host layers: loads GGUF tensors without allocating float weights first."""
 
     comfy_cast_weights = True
+    gguf_patches = None  # nodes.gguf_lora.AttachedPatches while a full-load LoRA is applied per forward
     gguf_qtype = None
     gguf_shape: tuple[int, ...] = ()
     patched_weight_dtype = torch.float32
@@ -87,9 +90,15 @@ class GGUFWeightLayer:
             for function in self.bias_function:
                 bias = function(bias)
         weight = self.dequantized_weight(dtype, device)
+        if self.gguf_patches is not None:
+            weight = self.gguf_patches.patch_weight(weight)
         for function in self.weight_function:
             weight = function(weight)
         return weight.to(dtype), bias
+
+    def lora_side_path(self, input: torch.Tensor) -> torch.Tensor | None:
+        """The plain-LoRA terms' contribution to this layer's output, None without any."""
+        return None if self.gguf_patches is None else self.gguf_patches.side_path(input)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -111,7 +120,9 @@ def make_gguf_operations(compute_dtype: torch.dtype) -> type:
 
             def forward_comfy_cast_weights(self, input):
                 weight, bias = self.cast_bias_weight(input)
-                return torch.nn.functional.linear(input, weight, bias)
+                out = torch.nn.functional.linear(input, weight, bias)
+                side = self.lora_side_path(input)
+                return out if side is None else out + side
 
         class Conv3d(GGUFWeightLayer, comfy.ops.manual_cast.Conv3d):
             patched_weight_dtype = compute_dtype
