@@ -92,3 +92,19 @@ class AttachedPatches:
             delta = torch.nn.functional.linear(torch.nn.functional.linear(x, down), up) * term.scale
             out = delta if out is None else out + delta
         return out
+
+
+def split_weight_functions(functions: list) -> tuple[list[AttachedPatches], list]:
+    """The host's low-VRAM weight functions split into plain-LoRA patches (for a side path) and the rest.
+
+    A ``LowVramPatch`` names its weight (``key``) and the patcher's patch dict (``patches``); any other function,
+    or patches that are not all plain LoRA, stay functions to run on the dequantised weight."""
+    side, rest = [], []
+    for function in functions:
+        key, patches = getattr(function, "key", None), getattr(function, "patches", None)
+        terms = low_rank_terms(patches[key]) if isinstance(patches, dict) and key in patches else None
+        if terms is not None:
+            side.append(AttachedPatches(key, list(patches[key]), terms))
+        else:
+            rest.append(function)
+    return side, rest

@@ -19,6 +19,7 @@ import torch
 
 from ..kernels.gguf import dequantize
 from ..kernels.w8a8 import QuantizedWeight, default_method, linear, pack, quantize_weight, unpack
+from .gguf_lora import split_weight_functions
 from .gguf_ops import is_quantized, make_gguf_operations
 
 W8A8_KEYS = re.compile(r"blocks\.\d+\.((self_attn|cross_attn)\.(q|k|v|o|k_img|v_img)|ffn\.[02])\.")
@@ -72,7 +73,8 @@ def make_w8a8_operations(compute_dtype: torch.dtype, fmt: str, method: str | Non
 
             def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed: int | None = None,
                            return_weight: bool = False) -> torch.Tensor | None:
-                """Host hook: requantise a LoRA-patched weight; the host's unpatch restores the original bytes."""
+                """Host hook: requantise a patched weight (patches other than a plain LoRA, which rides a side path);
+                the host's unpatch restores the original bytes."""
                 if not is_w8a8(self) or return_weight:
                     return super().set_weight(weight, inplace_update, seed, return_weight)
                 self._store(weight.to(torch.float32))
@@ -88,11 +90,17 @@ def make_w8a8_operations(compute_dtype: torch.dtype, fmt: str, method: str | Non
                     for function in self.bias_function:
                         bias = function(bias)
                 weight = self.quantized_weight(input.device)
-                if self.weight_function:
+                side_paths, functions = split_weight_functions(self.weight_function)
+                if functions:
                     patched = weight.dequantize(torch.float32)
-                    for function in self.weight_function:
+                    for function in functions:
                         patched = function(patched)
                     weight = quantize_weight(patched.to(torch.float32), fmt, method)
-                return linear(input, weight, bias)
+                out = linear(input, weight, bias)
+                if self.gguf_patches is not None:  # a plain LoRA handed over by nodes.gguf_patcher
+                    side_paths.append(self.gguf_patches)
+                for patches in side_paths:
+                    out = out + patches.side_path(input)
+                return out
 
     return W8A8Operations
