@@ -1,12 +1,12 @@
 """Host tier of the command line: ``wan-accel run`` of the shipped winner workflow on the tiny models end to end (a
 16 fps video comes back), readable errors from a real host, ``wan-accel doctor``, ``wan-accel bench`` on two
-pairs interrupted and resumed, the templates the host serves, and ``tests/data/object_info_wan_accel.json`` kept
-current.
+pairs interrupted and resumed, and the templates the host serves (``tests/data/object_info_wan_accel.json`` is
+kept current by ``test_host_object_info.py``).
 
 Tiny stand-ins: the tiny DiT converted to GGUF by ``wan_accel.convert``, a small complete umt5
 (``umt5_files``), the sparse ViT-H (``clip_vision_stub``) and a random Wan 2.1 VAE. The CLI's overrides shrink
 the job to 32x32, 5 frames, 2 steps, and ``--set`` puts the VAE in fp32 (fp16 convolutions are ~15x slower on
-CPU). Regenerate the object_info file after a schema change with ``WAN_ACCEL_WRITE_OBJECT_INFO=1``.
+CPU).
 """
 from __future__ import annotations
 
@@ -77,29 +77,6 @@ def _decode(video: Path) -> tuple[int, int, int, float]:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(video=0))
         return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
-
-
-def _normalised(object_info: dict, models_dir: Path) -> dict:
-    """Our nodes' /object_info without the model files this server happens to have in its combos."""
-    files = {p.relative_to(folder).as_posix() for folder in models_dir.iterdir() if folder.is_dir()
-             for p in folder.rglob("*") if p.is_file()}
-    ours = json.loads(json.dumps({k: v for k, v in object_info.items() if k.startswith("WanAccel")}))
-    for info in ours.values():
-        for section in info["input"].values():
-            for spec in section.values():
-                if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
-                    spec[1]["options"] = [o for o in spec[1]["options"] if o not in files]
-    return dict(sorted(ours.items()))
-
-
-def test_object_info_file_of_our_nodes_is_current(wan_pack: ComfyServer):
-    current = _normalised(wan_pack.object_info(), wan_pack.models_dir)
-    if os.environ.get("WAN_ACCEL_WRITE_OBJECT_INFO") == "1":
-        OBJECT_INFO_PATH.parent.mkdir(parents=True, exist_ok=True)
-        OBJECT_INFO_PATH.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    stored = json.loads(OBJECT_INFO_PATH.read_text(encoding="utf-8"))
-    assert stored == current, (f"{OBJECT_INFO_PATH.relative_to(REPO_ROOT)} is out of date: rerun this test with "
-                               f"WAN_ACCEL_WRITE_OBJECT_INFO=1 and commit the file")
 
 
 def test_host_serves_exactly_the_ui_workflows_as_templates(wan_pack: ComfyServer):
