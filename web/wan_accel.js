@@ -84,7 +84,7 @@ async function fetchKeptStats() {
 }
 
 function panelRows(stats) {
-  const time = new Date(stats.time * 1000).toLocaleTimeString([], { hour12: false });
+  const time = new Date(stats.time * 1000).toLocaleTimeString([], { hourCycle: "h23" });  // 00:05, never 24:05
   return [
     { text: `⚡ wan-accel · ${stats.cached ? "cached, " : ""}${time}`, kind: "header" },
     ...stats.lines.map((text) => ({ text, kind: "line" })),

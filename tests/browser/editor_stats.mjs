@@ -1,10 +1,13 @@
 // Drives the ComfyUI editor in Debian's headless Chromium (playwright-core, no downloaded browser) to check the
-// wan-accel stats panels: load a workflow, queue it from the Run button, read our nodes' stats back from the page,
-// change the graph, queue again, reload the editor. Writes what it saw as JSON for tests/host/test_host_browser.py.
+// wan-accel stats panels: load a workflow, queue it with the editor's own Queue Prompt command (what its Run button
+// and Ctrl+Enter call), read our nodes' stats back from the page and the panel text back from the canvas, change
+// the graph, queue again, reload the editor. Writes what it saw as JSON for tests/host/test_host_browser.py.
 //
 //   node tests/browser/editor_stats.mjs --url http://127.0.0.1:8188 --workflow wf.json \
 //        --screenshots test-artifacts --result result.json [--changed-widget 11:steps=3]
 // Screenshots: editor_stats.png (the whole graph but its notes) and editor_stats_<node type>.png (each of our nodes).
+// Works with the front ends of ComfyUI 0.3.64 (1.27) and 0.33 (1.49): it uses only the app object, the api's
+// events and the command store, never the menus' DOM, which differs between the two.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +17,8 @@ import { chromium } from "playwright-core";
 const CHROMIUM = "/usr/bin/chromium";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
   "--disable-component-update", "--disable-sync", "--disable-quic"];
+const OUR_SCRIPT = "/extensions/wan_accel/";
+const STATS_ROUTE = "/wan_accel/stats";
 
 const { values: options } = parseArgs({
   options: {
@@ -22,20 +27,105 @@ const { values: options } = parseArgs({
   },
 });
 const timeout = Number(options["timeout-ms"]);
+const origin = new URL(options.url).origin;
 const workflow = JSON.parse(readFileSync(options.workflow, "utf8"));
-const result = { console_errors: [], failed_requests: [], steps: {}, screenshots: [] };
+// http_errors: the host's answers >= 400 ("404 /path?query"); our_requests: every request for our script and stats
+// route with its status; offline: requests off the host, refused here (the host's update check, for instance).
+const result = { http_errors: [], request_failures: [], console_errors: [], page_errors: [], our_requests: [],
+  offline: [], steps: {}, screenshots: [] };
 
-async function editorReady(page) {
-  await page.waitForFunction(
-    () => window.app?.graph && window.app.extensions?.some((e) => e.name === "wan_accel.stats"), null, { timeout });
+function onHost(url) {
+  return url.startsWith(origin + "/");
 }
 
-// Our nodes as the page sees them: the stats received, and the rows the canvas last drew under the node.
+function hostPath(url) {
+  const { pathname, search } = new URL(url);
+  return pathname + search;
+}
+
+function watch(page) {
+  page.on("console", (message) => {
+    if (message.type() === "error" || (message.type() === "warning" && message.location().url.includes(OUR_SCRIPT))) {
+      result.console_errors.push({ type: message.type(), text: message.text(), url: message.location().url });
+    }
+  });
+  page.on("pageerror", (error) => result.page_errors.push(String(error?.stack ?? error)));
+  page.on("response", (response) => {
+    const url = response.url();
+    if (!onHost(url)) return;
+    if (response.status() >= 400) result.http_errors.push(`${response.status()} ${hostPath(url)}`);
+    if (url.includes(OUR_SCRIPT) || url.includes(STATS_ROUTE)) {
+      result.our_requests.push({ path: hostPath(url), status: response.status() });
+    }
+  });
+  page.on("requestfailed", (request) => {
+    const url = request.url();
+    if (onHost(url)) result.request_failures.push(`${request.failure()?.errorText} ${hostPath(url)}`);
+  });
+}
+
+// Canvas text log: every fillText on the editor's main canvas while ``window.__wanAccelCanvasText`` is an array,
+// with its place in canvas pixels. Installed before the page's own scripts run.
+function installCanvasTextLog() {
+  const fillText = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+    const log = window.__wanAccelCanvasText;
+    if (Array.isArray(log) && window.__wanAccelForeground && this.canvas === window.app?.canvas?.canvas) {
+      const point = this.getTransform().transformPoint(new DOMPoint(x, y));
+      log.push({ text: String(text), x: point.x, y: point.y });
+    }
+    return fillText.call(this, text, x, y, ...rest);
+  };
+}
+
+async function openEditor(page, navigate) {
+  const statsRead = page.waitForResponse((r) => r.url().includes(STATS_ROUTE), { timeout });
+  await navigate();
+  await page.waitForFunction(
+    () => window.app?.graph && window.app.canvas && window.app.extensions?.some((e) => e.name === "wan_accel.stats"),
+    null, { timeout });
+  await statsRead;  // our extension's setup asked the server for the kept stats
+}
+
+// Our nodes as the page sees them: the stats received, what the extension says it drew, and the panel text the
+// canvas really painted in a fresh frame: the foreground layer's fillText calls inside the panel's box under the
+// node, top to bottom (the nodes' own text, painted before, is left out).
 function ourNodes(page) {
-  return page.evaluate(() => window.app.graph.nodes
-    .filter((n) => (n.comfyClass ?? "").startsWith("WanAccel"))
-    .map((n) => ({ id: String(n.id), type: n.comfyClass, color: n.color, bgcolor: n.bgcolor,
-      stats: n.wanAccelStats ?? null, drawn: n.wanAccelStats ? n.wanAccelDrawn ?? null : null })));
+  return page.evaluate(() => {
+    const { canvas } = window.app;
+    const ours = window.app.graph.nodes.filter((n) => (n.comfyClass ?? "").startsWith("WanAccel"));
+    const drawForeground = canvas.onDrawForeground;
+    canvas.onDrawForeground = function (...args) {
+      window.__wanAccelForeground = true;
+      try {
+        return drawForeground?.apply(this, args);
+      } finally {
+        window.__wanAccelForeground = false;
+      }
+    };
+    window.__wanAccelCanvasText = [];
+    try {
+      canvas.draw(true, true);
+    } finally {
+      canvas.onDrawForeground = drawForeground;
+    }
+    const painted = window.__wanAccelCanvasText;
+    window.__wanAccelCanvasText = null;
+    const pixels = canvas.canvas.width / canvas.canvas.clientWidth;
+    const toPixels = (point) => canvas.ds.convertOffsetToCanvas(point).map((v) => v * pixels);
+    return ours.map((n) => {
+      const drawn = n.wanAccelStats ? n.wanAccelDrawn ?? null : null;
+      let canvasRows = null;
+      if (drawn) {
+        const [x0, y0] = toPixels([n.pos[0], n.pos[1] + n.size[1]]);
+        const [x1, y1] = toPixels([n.pos[0] + Math.max(n.size[0], 220), n.pos[1] + n.size[1] + drawn.height + 10]);
+        canvasRows = painted.filter((t) => t.x >= x0 && t.x <= x1 && t.y >= y0 && t.y <= y1)
+          .sort((a, b) => a.y - b.y).map((t) => t.text);
+      }
+      return { id: String(n.id), type: n.comfyClass, color: n.color, bgcolor: n.bgcolor,
+        stats: n.wanAccelStats ?? null, drawn, canvas_rows: canvasRows };
+    });
+  });
 }
 
 // Waits until every node of ours is in ``state``: "shown" (stats received and drawn), "kept" (stats received) or
@@ -65,24 +155,25 @@ async function recordEvents(page) {
   });
 }
 
-// Queues from the editor's own Run button; waits for the host's verdict on that prompt: "success", "error"
-// (execution_error), "rejected" (the host refused the prompt: HTTP 400) or "timeout".
+// Queues with the editor's "Comfy.QueuePrompt" command; waits for the host's verdict on that prompt: "success",
+// "error" (execution_error), "rejected" (the host refused the prompt: HTTP 400) or "timeout".
 async function runFromEditor(page) {
   await page.evaluate(() => {
     const api = window.comfyAPI.api.api;
-    window.__wanAccelRun = new Promise((resolve) => {
-      api.addEventListener("execution_success", (e) => resolve({ status: "success", detail: e.detail }), { once: true });
-      api.addEventListener("execution_error", (e) => resolve({ status: "error", detail: e.detail }), { once: true });
-    });
+    window.__wanAccelRuns = {};
+    for (const [type, status] of [["execution_success", "success"], ["execution_error", "error"]]) {
+      api.addEventListener(type, (e) => { window.__wanAccelRuns[e.detail.prompt_id] = { status, detail: e.detail }; });
+    }
   });
   const started = Date.now();
   const queued = page.waitForResponse((r) => r.url().endsWith("/api/prompt") && r.request().method() === "POST",
     { timeout });
-  await page.locator('[data-testid="queue-button"] button').first().click();
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.QueuePrompt"));
   const response = await queued;
-  if (!response.ok()) return { status: "rejected", detail: await response.json(), seconds: 0 };
-  const run = await page.evaluate((ms) => Promise.race([window.__wanAccelRun,
-    new Promise((resolve) => setTimeout(() => resolve({ status: "timeout", detail: null }), ms))]), timeout);
+  const answer = await response.json();
+  if (!response.ok()) return { status: "rejected", detail: answer, seconds: 0 };
+  const run = await page.waitForFunction((id) => window.__wanAccelRuns[id], answer.prompt_id, { timeout, polling: 100 })
+    .then((handle) => handle.jsonValue(), () => ({ status: "timeout", detail: { prompt_id: answer.prompt_id } }));
   return { ...run, seconds: (Date.now() - started) / 1000 };
 }
 
@@ -91,6 +182,7 @@ async function focusView(page, ids, maxScale) {
   await page.evaluate(([wanted, limit]) => {
     const { canvas, graph } = window.app;
     const nodes = graph.nodes.filter((n) => (wanted.length ? wanted.includes(String(n.id)) : !/Note$/.test(n.type)));
+    if (!nodes.length) throw new Error(`focusView: no node ${wanted.join(", ") || "but notes"} in the graph`);
     const boxes = nodes.map((n) => [n.pos[0] - 10, n.pos[1] - 40, n.pos[0] + Math.max(n.size[0], 220) + 10,
       n.pos[1] + n.size[1] + (n.wanAccelDrawn ? n.wanAccelDrawn.height + 16 : 10)]);
     const [x0, y0] = [Math.min(...boxes.map((b) => b[0])), Math.min(...boxes.map((b) => b[1]))];
@@ -98,7 +190,8 @@ async function focusView(page, ids, maxScale) {
     const el = canvas.canvas;
     const scale = Math.min(el.clientWidth / (x1 - x0), (el.clientHeight - 90) / (y1 - y0), limit) * 0.95;
     canvas.ds.scale = scale;
-    canvas.ds.offset = [(el.clientWidth / scale - (x1 - x0)) / 2 - x0, (el.clientHeight / scale - (y1 - y0)) / 2 - y0];
+    canvas.ds.offset[0] = (el.clientWidth / scale - (x1 - x0)) / 2 - x0;
+    canvas.ds.offset[1] = (el.clientHeight / scale - (y1 - y0)) / 2 - y0;
     canvas.setDirty(true, true);
   }, [ids, maxScale]);
   await page.waitForTimeout(500);
@@ -114,23 +207,25 @@ await fetch(`${options.url}/api/settings/Comfy.TutorialCompleted`, { method: "PO
 
 const userDataDir = mkdtempSync(join(tmpdir(), "wan-accel-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1920, height: 1080 },
+  executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1920, height: 1080 }, deviceScaleFactor: 1,
+  locale: "en-US", timezoneId: "UTC",  // the panels' clock, which the test reads back
 });
 try {
+  await context.route((url) => !onHost(url.href), (route) => {
+    result.offline.push(route.request().url());
+    return route.abort("internetdisconnected");
+  });
+  await context.addInitScript(installCanvasTextLog);
   const page = context.pages()[0] ?? await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") result.console_errors.push(m.text()); });
-  page.on("pageerror", (e) => result.console_errors.push(String(e?.stack ?? e)));
-  page.on("response", (r) => { if (r.status() >= 400) result.failed_requests.push(`${r.status()} ${r.url()}`); });
-  page.on("requestfailed", (r) => result.failed_requests.push(`${r.failure()?.errorText} ${r.url()}`));
-  await page.goto(options.url, { waitUntil: "domcontentloaded", timeout });
-  await editorReady(page);
+  watch(page);
+  await openEditor(page, () => page.goto(options.url, { waitUntil: "domcontentloaded", timeout }));
   await recordEvents(page);
 
   result.steps.load = await page.evaluate(async (wf) => {
     const missing = wf.nodes.map((n) => n.type).filter((t) => !(t in window.LiteGraph.registered_node_types));
     await window.app.loadGraphData(wf);
     await new Promise((r) => setTimeout(r, 300));
-    const dialogs = [...document.querySelectorAll(".p-dialog")].map((d) => d.innerText);
+    const dialogs = [...document.querySelectorAll('.p-dialog, [role="dialog"]')].map((d) => d.innerText);
     return { missing, dialogs, node_types: window.app.graph.nodes.map((n) => n.type) };
   }, workflow);
 
@@ -150,8 +245,8 @@ try {
     await page.evaluate(([id, name, v]) => {
       const w = window.app.graph.getNodeById(Number(id)).widgets.find((x) => x.name === name);
       w.value = typeof w.value === "number" ? Number(v) : v;
+      window.dispatchEvent(new MouseEvent("mouseup"));  // both front ends look for graph changes on mouse-up
     }, [nodeId, widget, value]);
-    await page.mouse.click(8, 500);  // the editor checks for graph changes on mouse-up
     result.steps.after_change = { nodes: await waitForOurNodes(page, "cleared") };
     await focusView(page, [], 1.0);
     result.steps.second_run = await runFromEditor(page);
@@ -159,9 +254,11 @@ try {
     result.steps.second_run.nodes = await waitForOurNodes(page, "shown");
   }
 
-  await page.reload({ waitUntil: "domcontentloaded", timeout });
-  await editorReady(page);
-  result.steps.after_reload = { nodes: await waitForOurNodes(page, "kept") };
+  await openEditor(page, () => page.reload({ waitUntil: "domcontentloaded", timeout }));
+  await page.waitForFunction(  // the editor restores the open workflow after its setup
+    () => window.app.graph.nodes.some((n) => (n.comfyClass ?? "").startsWith("WanAccel")), null, { timeout });
+  await focusView(page, [], 1.0);
+  result.steps.after_reload = { nodes: await waitForOurNodes(page, "shown") };
 } catch (error) {
   result.error = String(error?.stack ?? error);
 } finally {
