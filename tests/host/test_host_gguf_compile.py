@@ -12,18 +12,15 @@ import torch
 import torch._dynamo
 
 from tests.support.host_inprocess import import_host, import_pack_module
-from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v
-from wan_accel.convert import convert
+from tests.support.tiny_gguf_dit import dit_inputs, write_tiny_gguf_dit
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict
+
+SHAPE = dict(dim=128, layers=2, ffn=256)
 
 
 @pytest.fixture(scope="module")
 def q6k_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gguf_compile")
-    source = write_tiny_wan_i2v(folder / "tiny.safetensors", **SHAPE)
-    return convert(source, folder / "tiny-Q6_K.gguf", "Q6_K", progress=False)
-
-
-SHAPE = dict(dim=128, layers=2, ffn=256)
+    return write_tiny_gguf_dit(tmp_path_factory.mktemp("gguf_compile"), **SHAPE)
 
 
 @pytest.mark.parametrize("with_lora", [False, True], ids=["plain", "lora_side_path"])
@@ -40,9 +37,7 @@ def test_the_gguf_dit_compiles_with_no_graph_break(q6k_file, monkeypatch, with_l
         patcher, _ = comfy.sd.load_lora_for_models(patcher, None, lora, 1.0, 0.0)
     patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=0)
     dit = patcher.model.diffusion_model
-    generator = torch.Generator().manual_seed(0)
-    inputs = (torch.randn(1, 36, 2, 8, 8, generator=generator), torch.tensor([500.0]),
-              torch.randn(1, 12, 4096, generator=generator))
+    inputs = dit_inputs(seed=0, timestep=500.0)
     quantised = sum(1 for m in dit.modules() if getattr(m, "gguf_qtype", None) is not None)
     side_paths = sum(1 for m in dit.modules() if getattr(m, "gguf_patches", None) is not None)
     torch._dynamo.reset()

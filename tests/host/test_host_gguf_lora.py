@@ -13,8 +13,8 @@ import torch
 from kernels.gguf import dequantize
 from kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
-from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v
-from wan_accel.convert import convert
+from tests.support.tiny_gguf_dit import dit_inputs, write_tiny_gguf_dit
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict
 
 DIT_SHAPE = dict(dim=256, layers=4, ffn=512)
 RANK = 8
@@ -30,20 +30,12 @@ def host():
 
 @pytest.fixture(scope="module")
 def q6k_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gguf_lora")
-    source = write_tiny_wan_i2v(folder / "tiny256x4.safetensors", **DIT_SHAPE)
-    return convert(source, folder / "tiny256x4-Q6_K.gguf", "Q6_K", progress=False)
+    return write_tiny_gguf_dit(tmp_path_factory.mktemp("gguf_lora"), **DIT_SHAPE)
 
 
 @pytest.fixture(scope="module")
 def lora() -> dict[str, torch.Tensor]:
     return tiny_wan_lora_state_dict(tiny_wan_i2v_state_dict(**DIT_SHAPE), rank=RANK)
-
-
-def _inputs():
-    generator = torch.Generator().manual_seed(5)
-    return (torch.randn(1, 36, 2, 8, 8, generator=generator), torch.tensor([600.0]),
-            torch.randn(1, 12, 4096, generator=generator))
 
 
 def _loaded_forward(patcher) -> tuple[torch.Tensor, int]:
@@ -52,7 +44,7 @@ def _loaded_forward(patcher) -> tuple[torch.Tensor, int]:
     try:
         resident = sum(p.nbytes for p in patcher.model.parameters()) + sum(b.nbytes for b in patcher.model.buffers())
         with torch.no_grad():
-            return patcher.model.diffusion_model(*_inputs()), resident
+            return patcher.model.diffusion_model(*dit_inputs(seed=5)), resident
     finally:
         patcher.unpatch_model()
 

@@ -15,17 +15,14 @@ import torch
 
 from kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
-from tests.support.tiny_models import write_tiny_wan_i2v
-from wan_accel.convert import convert
+from tests.support.tiny_gguf_dit import write_tiny_gguf_dit
 
 DIT_SHAPE = dict(dim=256, layers=2, ffn=512)
 
 
 @pytest.fixture(scope="module")
 def q6k_file(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gguf_pinning")
-    source = write_tiny_wan_i2v(folder / "tiny256.safetensors", **DIT_SHAPE)
-    return convert(source, folder / "tiny256-Q6_K.gguf", "Q6_K", progress=False)
+    return write_tiny_gguf_dit(tmp_path_factory.mktemp("gguf_pinning"), **DIT_SHAPE)
 
 
 @pytest.fixture(scope="module")

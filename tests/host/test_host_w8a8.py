@@ -14,6 +14,7 @@ import torch
 from tests.support import graphs
 from tests.support.comfy_server import read_latent
 from tests.support.host_inprocess import import_host, import_pack_module
+from tests.support.tiny_gguf_dit import loaded_forward
 from tests.support.tiny_models import (tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v,
                                        write_tiny_wan_lora)
 from wan_accel.convert import convert
@@ -105,20 +106,8 @@ def host():
     return comfy
 
 
-def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    return (torch.randn(1, 36, 2, 8, 8, generator=generator), torch.tensor([700.0]),
-            torch.randn(1, 12, 4096, generator=generator))
-
-
 def _forward(patcher, lowvram_bytes: int) -> torch.Tensor:
-    patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=lowvram_bytes)
-    assert patcher.model.model_lowvram == (lowvram_bytes > 0), "the host did not take the expected load path"
-    try:
-        with torch.no_grad():
-            return patcher.model.diffusion_model(*_inputs())
-    finally:
-        patcher.unpatch_model()
+    return loaded_forward(patcher, lowvram_bytes)
 
 
 def _with_lora(host, patcher):
