@@ -15,7 +15,9 @@ import torch
 from ..kernels.gguf import DEQUANTIZE_TYPES, dequantize
 from ..kernels.gguf.reader import GGUFFileError, GGUFModelFile, read_gguf
 from ..kernels.w8a8 import matmul_support, runs_on
+from .gguf_memory import reserve_dequant_memory
 from .gguf_ops import make_gguf_operations
+from .gguf_patcher import GGUFModelPatcher
 from .w8a8_ops import is_w8a8, make_w8a8_operations
 
 WAN_ARCHITECTURES = {"wan", None}
@@ -173,8 +175,9 @@ def load_wan_gguf(path: str | Path, compute_dtype: str = "auto", compute: str = 
         raise GGUFFileError(f"{path.name} lacks {len(still_meta)} tensors the Wan model needs "
                             f"(first: {still_meta[0]}); the file is incomplete or of another Wan variant")
     _note_dynamic_vram_opt_out()
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                               offload_device=comfy.model_management.unet_offload_device())
+    reserve_dequant_memory(model, dtype, load_device)
+    patcher = GGUFModelPatcher(model, load_device=load_device,
+                               offload_device=comfy.model_management.unet_offload_device())
     layers = sum(1 for module in model.diffusion_model.modules() if is_w8a8(module))
     loaded = LoadedGGUFModel(patcher, gguf_file, dtype, _resident_weight_bytes(model.diffusion_model), fmt, note,
                              layers)

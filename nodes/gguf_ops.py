@@ -14,7 +14,7 @@ import comfy.ops
 import torch
 
 from ..kernels.gguf import dequantize
-from ..kernels.gguf.backend import dequantize_on_device
+from ..kernels.gguf.backend import TritonFailures, dequantize_on_device
 from ..kernels.gguf.reader import GGUFTensor
 
 
@@ -30,6 +30,8 @@ class GGUFWeightLayer:
     gguf_patches = None  # nodes.gguf_lora.AttachedPatches while a full-load LoRA is applied per forward
     gguf_qtype = None
     gguf_shape: tuple[int, ...] = ()
+    gguf_failures: TritonFailures | None = None
+    """Triton failures of this layer's model (one per ``make_gguf_operations``), so one does not outlive it."""
     patched_weight_dtype = torch.float32
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -65,7 +67,7 @@ class GGUFWeightLayer:
             return comfy.model_management.cast_to(self.weight, dtype, device, non_blocking=non_blocking,
                                                   copy=len(self.weight_function) > 0)
         raw = self.weight.to(device, non_blocking=non_blocking)
-        return dequantize_on_device(raw, self.gguf_qtype, self.gguf_shape, dtype)
+        return dequantize_on_device(raw, self.gguf_qtype, self.gguf_shape, dtype, failures=self.gguf_failures)
 
     def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
         """Host hook: raw blocks (as handed over by the patcher, possibly cast to float) to a float weight."""
@@ -109,11 +111,15 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def make_gguf_operations(compute_dtype: torch.dtype) -> type:
-    """A host ``operations`` namespace whose Linear and Conv3d take GGUF tensors; others are the host's."""
+    """A host ``operations`` namespace whose Linear and Conv3d take GGUF tensors; others are the host's. Its
+    layers share one :class:`TritonFailures`: a Triton failure sends this model's later calls of that type to
+    PyTorch, and the next model loaded tries Triton again."""
+    failures = TritonFailures()
 
     class GGUFOperations(comfy.ops.manual_cast):
         class Linear(GGUFWeightLayer, comfy.ops.manual_cast.Linear):
             patched_weight_dtype = compute_dtype
+            gguf_failures = failures
 
             def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
                 super().__init__(in_features, out_features, bias=bias, device="meta", dtype=dtype)
@@ -126,6 +132,7 @@ def make_gguf_operations(compute_dtype: torch.dtype) -> type:
 
         class Conv3d(GGUFWeightLayer, comfy.ops.manual_cast.Conv3d):
             patched_weight_dtype = compute_dtype
+            gguf_failures = failures
 
             def __init__(self, *args, device=None, **kwargs):
                 super().__init__(*args, device="meta", **kwargs)

@@ -27,6 +27,7 @@ from comfy_extras.nodes_wan import WanImageToVideo
 
 from ..kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
 from ..kernels.prompt_cache import CorruptEntry, PromptCacheStore, file_identity
+from .kept_model import KeptModel
 from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats
 
@@ -35,7 +36,7 @@ CACHE_LIMIT_BYTES = 1024 ** 3
 CLIP_VISION_EXTENSIONS = {".safetensors"}
 
 _vae_digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_loaded_clip_vision: dict[str, Any] = {}
+_kept_clip_vision: KeptModel[comfy.clip_vision.ClipVisionModel] = KeptModel("CLIP-vision model", lambda m: m.patcher)
 
 
 def encoder_cache_store() -> PromptCacheStore:
@@ -71,17 +72,19 @@ def cached_encode(store: PromptCacheStore, key: str, encode: Callable[[], dict[s
     return fields, False
 
 
+def _load_clip_vision_file(path: str) -> comfy.clip_vision.ClipVisionModel:
+    model = comfy.clip_vision.load(path)
+    if model is None:
+        raise ValueError(f"image_encoder_cache.py: {Path(path).name} holds no CLIP-vision model the host "
+                         "recognises; put clip_vision_h.safetensors (or another CLIP-vision file) in "
+                         "models/clip_vision")
+    return model
+
+
 def load_clip_vision(path: str, identity: str) -> comfy.clip_vision.ClipVisionModel:
-    """The CLIP-vision model of ``path``, loaded on the first miss and kept (one file at a time) for later misses."""
-    if identity not in _loaded_clip_vision:
-        _loaded_clip_vision.clear()
-        model = comfy.clip_vision.load(path)
-        if model is None:
-            raise ValueError(f"image_encoder_cache.py: {Path(path).name} holds no CLIP-vision model the host "
-                             "recognises; put clip_vision_h.safetensors (or another CLIP-vision file) in "
-                             "models/clip_vision")
-        _loaded_clip_vision[identity] = model
-    return _loaded_clip_vision[identity]
+    """The CLIP-vision model of ``path``, loaded on a miss and kept (one file at a time) for later misses while the
+    host keeps it loaded (``nodes/kept_model.py``)."""
+    return _kept_clip_vision.get(identity, lambda: _load_clip_vision_file(path))[0]
 
 
 def encode_clip_vision_cached(store: PromptCacheStore, path: str, image: torch.Tensor, crop: str,
@@ -140,20 +143,19 @@ class CLIPVisionEncodeCached(io.ComfyNode):
         return io.NodeOutput(output, ui=ui.PreviewText(text))
 
 
-class _CachedEncodeVAE:
-    """The host VAE with ``encode`` answered from the encoder cache under a key fixed by the caller."""
+class CachedEncodeVAE:
+    """What the host's WanImageToVideo uses of its VAE (only ``encode``, in 0.3.64 and 0.33), answered from the
+    encoder cache under a key fixed by the caller; ``hit`` says how the last encode was served."""
 
     def __init__(self, vae: comfy.sd.VAE, store: PromptCacheStore, key: str):
         self._vae, self._store, self._key = vae, store, key
         self.hit: bool | None = None
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE latent of ``pixels`` from the cache, or the host VAE's ``encode`` stored for the next run."""
         fields, self.hit = cached_encode(self._store, self._key, lambda: {"latent": self._vae.encode(pixels)},
                                          self._vae.output_device)
         return fields["latent"]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._vae, name)
 
 
 class WanImageToVideoCached(io.ComfyNode):
@@ -195,7 +197,7 @@ class WanImageToVideoCached(io.ComfyNode):
         if start_image is not None:
             inputs = {"start_image": tensor_digest(start_image[:length]), "width": width, "height": height,
                       "length": length}
-            cached_vae = _CachedEncodeVAE(vae, encoder_cache_store(),
+            cached_vae = CachedEncodeVAE(vae, encoder_cache_store(),
                                           encoder_key("wan_i2v_concat_latent", inputs, vae_identity(vae)))
         result = WanImageToVideo.execute(positive=positive, negative=negative, vae=cached_vae, width=width,
                                          height=height, length=length, batch_size=batch_size,

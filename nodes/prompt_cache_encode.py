@@ -4,8 +4,8 @@ The key is the prompt, the encoder file's identity (size, mtime, header hash), t
 the tokenizer options (``kernels/prompt_cache/keys.py``); the value is the CONDITIONING as safetensors under
 the host's user directory (``user/wan_accel/prompt_cache``), which survives restarts (the host empties its
 temp directory at every start). When every prompt of a graph is cached, no encoder weights are read at all.
-On a miss the encoder is loaded by ``load_umt5_fp8`` and kept (one at a time) for the next miss; the host's
-model management offloads it from the GPU when the DiT needs the memory.
+On a miss the encoder is loaded by ``load_umt5_fp8`` and kept (one at a time) for the next miss for as long as
+the host's model management keeps it loaded (``nodes/kept_model.py``): a host unload or "free memory" releases it.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from ..kernels.prompt_cache import (
     file_identity,
     prompt_key,
 )
+from .kept_model import KeptModel
 from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats
 from .text_encoder_fp8 import (
@@ -52,26 +53,13 @@ def cache_directory() -> Path:
     return Path(folder_paths.get_user_directory(), *CACHE_FOLDER)
 
 
-@dataclass
-class _KeptEncoder:
-    """The last encoder loaded on a miss, reused by later misses with the same file and options."""
-
-    key: str | None = None
-    loaded: LoadedTextEncoder | None = None
-
-
-_kept = _KeptEncoder()
+_kept: KeptModel[LoadedTextEncoder] = KeptModel("text encoder", lambda encoder: encoder.clip.patcher)
 
 
 def _encoder(path: Path, identity: dict, device: str, granularity: str) -> tuple[LoadedTextEncoder, bool]:
     """``(encoder, freshly_loaded)``; replaces the kept encoder when file or options differ."""
     key = json.dumps([identity, device, granularity], sort_keys=True)
-    if _kept.key == key and _kept.loaded is not None:
-        return _kept.loaded, False
-    _kept.key, _kept.loaded = None, None  # drop the previous encoder before loading the next one
-    _kept.loaded = load_umt5_fp8(str(path), device, granularity)
-    _kept.key = key
-    return _kept.loaded, True
+    return _kept.get(key, lambda: load_umt5_fp8(str(path), device, granularity))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from .published_mag_ratios import MAGCACHE_RATIOS
-from .steps import StepGate
+from .steps import SkipBookkeeping, StepGate
 
 COND, UNCOND = 0, 1  # the host's cond_or_uncond values
 
@@ -62,6 +62,11 @@ class MagCacheState:
     consecutive_skips: int = 0
     resampled: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
+    def restart(self) -> None:
+        """The cache was refreshed: the drift accumulates from 1 again."""
+        self.accumulated_ratio = 1.0
+        self.accumulated_error = 0.0
+
     def ratio_at(self, step: int, total_steps: int) -> float:
         """This stream's magnitude ratio of ``step`` in a ``total_steps`` run."""
         if total_steps not in self.resampled:
@@ -70,7 +75,7 @@ class MagCacheState:
 
 
 @dataclass(frozen=True)
-class MagCachePolicy:
+class MagCachePolicy(SkipBookkeeping):
     """Skips while sum_k |1 - prod(ratio)| since the last computed step stays below ``threshold`` (MagCache).
 
     ``gate.max_consecutive_skips`` is MagCache's K; the first ``int(retention_ratio * steps)`` steps always run.
@@ -104,12 +109,3 @@ class MagCachePolicy:
         retained = step < int(self.retention_ratio * total_steps)
         return (not retained and self.gate.allows_skip(step, total_steps, state.consecutive_skips)
                 and state.accumulated_error < self.threshold)
-
-    def commit(self, state: MagCacheState, skipped: bool) -> None:
-        """Records what happened: a computed step refreshes the cache, so the accumulation restarts."""
-        if skipped:
-            state.consecutive_skips += 1
-        else:
-            state.accumulated_ratio = 1.0
-            state.accumulated_error = 0.0
-            state.consecutive_skips = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 _SIGMA_REL_TOL = 1e-4  # samplers hand back sigmas that went through a float32 round trip
 
@@ -53,3 +54,25 @@ class StepGate:
     def allows_skip(self, step: int, total_steps: int, consecutive_skips: int) -> bool:
         """True when ``step`` may reuse the cache after ``consecutive_skips`` skipped steps in a row."""
         return consecutive_skips < self.max_consecutive_skips and not self.is_forced(step, total_steps)
+
+
+class AccumulatingState(Protocol):
+    """A policy's per-stream state: the skips in a row and a drift accumulated since the last computed step."""
+
+    consecutive_skips: int
+
+    def restart(self) -> None:
+        """Zeroes the accumulated drift (the cache was just refreshed)."""
+
+
+class SkipBookkeeping:
+    """The ``commit`` of every step-cache policy: a skip extends the run of skips; a computed step refreshes the
+    cache, so the state's accumulation restarts."""
+
+    def commit(self, state: AccumulatingState, skipped: bool) -> None:
+        """Records whether this step reused the cache."""
+        if skipped:
+            state.consecutive_skips += 1
+        else:
+            state.restart()
+            state.consecutive_skips = 0

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from .steps import StepGate
+from .steps import SkipBookkeeping, StepGate
 
 # Published TeaCache polynomials for Wan 2.1 (highest power first), mapping the relative L1 change of the
 # timestep embedding to the relative L1 change of the model output. Source: the TeaCache authors' ComfyUI
@@ -56,9 +56,13 @@ class TeaCacheState:
     accumulated: float = 0.0
     consecutive_skips: int = 0
 
+    def restart(self) -> None:
+        """The cache was refreshed: the distance accumulates from 0 again."""
+        self.accumulated = 0.0
+
 
 @dataclass(frozen=True)
-class TeaCachePolicy:
+class TeaCachePolicy(SkipBookkeeping):
     """Skips a step while sum |P(rel. L1 change of the indicator)| since the last computed step stays below threshold.
 
     The absolute value keeps every step's contribution non-negative: the published Wan polynomials go
@@ -101,11 +105,3 @@ class TeaCachePolicy:
         distance = relative_l1(indicator, previous)
         state.accumulated += self.rescaled(distance)
         return self.gate.allows_skip(step, total_steps, state.consecutive_skips) and state.accumulated < self.threshold
-
-    def commit(self, state: TeaCacheState, skipped: bool) -> None:
-        """Records what happened: a computed step refreshes the cache, so the accumulation restarts."""
-        if skipped:
-            state.consecutive_skips += 1
-        else:
-            state.accumulated = 0.0
-            state.consecutive_skips = 0

@@ -97,3 +97,60 @@ def test_full_and_partial_loads_apply_lora_after_dequantisation(host, q6k_file):
         assert error < 1e-5, name
     quantised = [m for m in loaded.model.diffusion_model.modules() if getattr(m, "gguf_qtype", None)]
     assert all(m.weight.dtype == torch.uint8 for m in quantised), "unpatch must restore the raw blocks"
+
+
+def test_memory_estimate_reserves_the_measured_dequant_peak(host, q6k_file):
+    from kernels.vae.live_bytes import LiveTensorBytes
+
+    loaded = import_pack_module("nodes.gguf_model").load_wan_gguf(q6k_file, "bf16")
+    model = loaded.patcher.model
+    peaks = {}
+    for name, module in model.diffusion_model.named_modules():
+        if getattr(module, "gguf_qtype", None) is not None:
+            with LiveTensorBytes() as counter:  # the PyTorch path the layer takes on CPU, seen op by op
+                weight = dequantize(module.weight, module.gguf_qtype, module.gguf_shape, torch.bfloat16)
+            peaks[name] = (counter.peak, weight.nbytes)
+            del weight
+    largest = max(peaks, key=lambda name: peaks[name][0])
+    noise_shape = [2, 16, 2, 8, 8]
+    host_estimate = type(model).memory_required(model, noise_shape)
+    reserve = model.memory_required(noise_shape) - host_estimate
+    x, timestep, context = _inputs()
+    with torch.no_grad(), LiveTensorBytes() as forward:
+        model.diffusion_model(x.to(torch.bfloat16), timestep, context.to(torch.bfloat16))
+    print(f"\nlargest layer {largest}: dequant peak measured {peaks[largest][0]} B (output {peaks[largest][1]} B); "
+          f"reserved {reserve:.0f} B on top of the host's {host_estimate:.0f} B; whole forward peak {forward.peak} B")
+    assert reserve == model.wan_accel_dequant_reserve == peaks[largest][0]
+    assert peaks[largest][0] > peaks[largest][1]  # the PyTorch path's scratch is counted, not only the output
+    assert forward.peak >= reserve
+
+
+def test_each_loaded_model_keeps_its_own_triton_failures(host, q6k_file, monkeypatch):
+    gguf_model, gguf_ops = import_pack_module("nodes.gguf_model"), import_pack_module("nodes.gguf_ops")
+    backend = import_pack_module("kernels.gguf.backend")
+    first, second = (gguf_model.load_wan_gguf(q6k_file, "bf16").patcher.model for _ in range(2))
+
+    def layers(model) -> list:
+        return [m for m in model.diffusion_model.modules() if getattr(m, "gguf_qtype", None) is not None]
+
+    owners = [{id(layer.gguf_failures) for layer in layers(model)} for model in (first, second)]
+    assert len(owners[0]) == len(owners[1]) == 1 and owners[0] != owners[1]
+    seen = []
+    real = gguf_ops.dequantize_on_device
+
+    def spy(*args, failures=None, **kwargs):
+        seen.append(failures)
+        return real(*args, failures=failures, **kwargs)
+
+    monkeypatch.setattr(gguf_ops, "dequantize_on_device", spy)
+    layer = layers(first)[0]
+    layer.dequantized_weight(torch.bfloat16, torch.device("cpu"))
+    assert seen == [layer.gguf_failures]
+    cuda = torch.device("cuda")
+    layer.gguf_failures.record(cuda, layer.gguf_qtype, torch.bfloat16, "the Triton kernel failed (test)")
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    after_failure = backend.choose_path_on(cuda, layer.gguf_qtype, torch.bfloat16, layer.gguf_failures)
+    other_model = backend.choose_path_on(cuda, layer.gguf_qtype, torch.bfloat16, layers(second)[0].gguf_failures)
+    print(f"\nafter a failure in model 1: {after_failure}; model 2: {other_model}")
+    assert after_failure == ("torch", "the Triton kernel failed (test)")
+    assert other_model[1] != "the Triton kernel failed (test)"

@@ -81,9 +81,11 @@ def test_clip_vision_hit_is_bit_identical_and_skips_the_model(reduced_clip_visio
     assert (hit_first, hit_second) == (False, True)
     assert sorted(vars(hit)) == fields and hit["mm_projected"] is None
     for name in fields:
-        if direct[name] is not None:
+        if isinstance(direct[name], torch.Tensor):
             assert torch.equal(missed[name], direct[name]) and torch.equal(hit[name], direct[name]), name
             assert hit[name].dtype == direct[name].dtype
+        else:  # None, or 0.33's image_sizes list
+            assert missed[name] == direct[name] and hit[name] == direct[name], name
 
 
 def test_clip_vision_changed_image_or_crop_misses_and_a_corrupt_entry_is_recomputed(reduced_clip_vision, cache_nodes,
@@ -109,6 +111,50 @@ def test_clip_vision_changed_image_or_crop_misses_and_a_corrupt_entry_is_recompu
     assert (hit_changed, hit_crop, hit_corrupt, hit_rewritten) == (False, False, False, True)
     assert not torch.equal(other["penultimate_hidden_states"], first["penultimate_hidden_states"])
     assert torch.equal(again["penultimate_hidden_states"], first["penultimate_hidden_states"])
+
+
+def test_a_host_unload_releases_the_kept_clip_vision_model(reduced_clip_vision, cache_nodes, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import comfy.clip_vision
+    import comfy.model_management
+    from kernels.prompt_cache import PromptCacheStore
+
+    _, path = reduced_clip_vision
+    config = str(tmp_path / "reduced.json")
+    with open(config, "w") as handle:
+        json.dump(REDUCED_CLIP_CONFIG, handle)
+    loads = []
+
+    def load_reduced(file: str) -> comfy.clip_vision.ClipVisionModel:
+        from safetensors.torch import load_file
+        model = comfy.clip_vision.ClipVisionModel(config)
+        model.load_sd(load_file(file))
+        loads.append(file)
+        return model
+
+    monkeypatch.setattr(comfy.clip_vision, "load", load_reduced)
+    cache_nodes._kept_clip_vision.release()
+    store = PromptCacheStore(tmp_path / "cache", max_bytes=1 << 26)
+    with torch.inference_mode():
+        missed, _ = cache_nodes.encode_clip_vision_cached(store, path, _image(6), "center")
+        cache_nodes.encode_clip_vision_cached(store, path, _image(7), "center")
+        kept = weakref.ref(cache_nodes._kept_clip_vision.value.model)
+        before = sum(m.model is not None and m.model.model is kept() for m in
+                     comfy.model_management.current_loaded_models)
+        comfy.model_management.unload_all_models()  # what POST /free with unload_models does
+        gc.collect()
+        after = sum(m.model is not None and m.model.model is kept() for m in
+                    comfy.model_management.current_loaded_models)
+        hit, was_hit = cache_nodes.encode_clip_vision_cached(store, path, _image(6), "center",
+                                                             load=_loader_that_fails)
+        _, was_hit_new = cache_nodes.encode_clip_vision_cached(store, path, _image(8), "center")
+    print(f"\nloads {len(loads)}; kept model loaded {before} before, {after} after the unload; "
+          f"alive after gc: {kept() is not None}")
+    assert before == 1 and after == 0 and kept() is None
+    assert was_hit and not was_hit_new and len(loads) == 2
+    assert torch.equal(hit["penultimate_hidden_states"], missed["penultimate_hidden_states"])
 
 
 def test_i2v_node_equals_the_host_node_and_hits_on_rerun(cache_nodes, tmp_path):

@@ -243,7 +243,7 @@ def test_cached_encode_in_process_hit_skips_the_encoder(files, tmp_path, monkeyp
     (models / SMALL_BF16).symlink_to(files["bf16"])
     folder_paths.add_model_folder_path("text_encoders", str(models), is_default=True)
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
-    monkeypatch.setattr(cache, "_kept", cache._KeptEncoder())
+    cache._kept.release()
     text = f"{PROMPTS[1]} {uuid.uuid4().hex[:6]}"
     miss = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=512)
     miss_kept = cache.encode_prompt_cached(SMALL_BF16, text + " again", "cpu", min_length=512)
@@ -252,7 +252,7 @@ def test_cached_encode_in_process_hit_skips_the_encoder(files, tmp_path, monkeyp
         raise AssertionError("the encoder was loaded on a cache hit")
 
     monkeypatch.setattr(cache, "load_umt5_fp8", must_not_load)
-    monkeypatch.setattr(cache, "_kept", cache._KeptEncoder())
+    cache._kept.release()
     hit = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=512)
     print(f"\nmiss (load + encode, 512 tokens): {miss.seconds:.3f} s; miss with the kept encoder: "
           f"{miss_kept.seconds:.3f} s; hit: {hit.seconds * 1000:.1f} ms -> hit is "
@@ -269,6 +269,40 @@ def test_cached_encode_in_process_hit_skips_the_encoder(files, tmp_path, monkeyp
     rewritten = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=512)
     assert not rewritten.hit and torch.equal(rewritten.conditioning[0][0], miss.conditioning[0][0])
     assert cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=512).hit
+
+
+def test_a_host_unload_releases_the_kept_encoder_and_hits_still_work(files, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import comfy.model_management
+    import folder_paths
+
+    cache = import_pack_module("nodes.prompt_cache_encode")
+    models = tmp_path / "text_encoders"
+    models.mkdir()
+    (models / SMALL_BF16).symlink_to(files["bf16"])
+    folder_paths.add_model_folder_path("text_encoders", str(models), is_default=True)
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+    cache._kept.release()
+    gc.collect()
+    text = f"{PROMPTS[2]} {uuid.uuid4().hex[:6]}"
+    miss = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=0)
+    kept = weakref.ref(cache._kept.value.clip.patcher.model)
+    loaded_before = sum(m.model is not None and m.model.model is kept() for m in
+                        comfy.model_management.current_loaded_models)
+    comfy.model_management.unload_all_models()  # what POST /free with unload_models does
+    gc.collect()
+    loaded_after = sum(m.model is not None and m.model.model is kept() for m in
+                       comfy.model_management.current_loaded_models)
+    print(f"\nkept encoder in current_loaded_models: {loaded_before} before, {loaded_after} after the unload; "
+          f"module alive after gc: {kept() is not None}")
+    assert "encoder loaded in" in miss.summary() and loaded_before == 1
+    assert cache._kept.value is None and kept() is None and loaded_after == 0
+    hit = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=0)
+    again = cache.encode_prompt_cached(SMALL_BF16, text + " new", "cpu", min_length=0)
+    assert hit.hit and torch.equal(hit.conditioning[0][0], miss.conditioning[0][0])
+    assert not again.hit and "encoder loaded in" in again.summary()
 
 
 # ----------------------------------------------------------------------------------------- graphs over HTTP
@@ -350,3 +384,28 @@ def test_a_non_t5_file_fails_the_node_with_a_clear_message(wan_pack, files):
     print(f"\nnode error: {message}")
     assert "wan_dit_not_a_te.safetensors is not a umt5/T5 text encoder: it holds a diffusion model (DiT)" in message
 
+
+
+def _wait_for_log(server, text: str, count: int, timeout: float = 30.0) -> None:
+    """Waits until ``text`` is in the server log ``count`` times (the host handles POST /free between prompts)."""
+    deadline = time.monotonic() + timeout
+    while server.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"the server never logged {text!r}:\n{server.log_tail()}"
+        time.sleep(0.2)
+
+
+def test_post_free_releases_the_kept_encoder_and_the_next_run_hits(wan_pack, served):
+    prompt = f"a boat on a lake {uuid.uuid4().hex[:6]}"
+    first = wan_pack.run(_cached_graph(served, prompt, "free_first"))
+    released = wan_pack.log_text().count("the host unloaded the kept text encoder")
+    wan_pack._request("POST", "/free", {"unload_models": True, "free_memory": True})
+    _wait_for_log(wan_pack, "the host unloaded the kept text encoder", released + 1)
+    hit = wan_pack.run(_cached_graph(served, prompt, "free_hit"))
+    miss = wan_pack.run(_cached_graph(served, prompt + " again", "free_miss"))
+    texts = [_text(h, "positive") for h in (first, hit, miss)]
+    print("\n" + "\n".join(texts))
+    assert wan_pack.log_text().count("the host unloaded the kept text encoder") == released + 1
+    assert texts[1].startswith("cache hit") and "encoder not loaded" in texts[1]
+    assert texts[2].startswith("cache miss") and "encoder loaded in" in texts[2]
+    assert torch.equal(read_latent(wan_pack.output_files(first, "latents")[0]),
+                       read_latent(wan_pack.output_files(hit, "latents")[0]))

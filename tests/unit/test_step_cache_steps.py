@@ -53,3 +53,19 @@ def test_gate_caps_consecutive_skips():
 def test_gate_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         StepGate(**kwargs)
+
+
+def test_both_policies_share_one_skip_bookkeeping():
+    from kernels.step_cache.magcache import MagCachePolicy, MagCacheState
+    from kernels.step_cache.steps import SkipBookkeeping
+    from kernels.step_cache.teacache import TeaCachePolicy, TeaCacheState
+
+    assert MagCachePolicy.commit is TeaCachePolicy.commit is SkipBookkeeping.commit
+    mag, tea = MagCacheState((1.0,), accumulated_ratio=0.5, accumulated_error=0.3), TeaCacheState(accumulated=0.4)
+    for state in (mag, tea):
+        SkipBookkeeping().commit(state, skipped=True)
+        SkipBookkeeping().commit(state, skipped=True)
+        assert state.consecutive_skips == 2
+        SkipBookkeeping().commit(state, skipped=False)
+        assert state.consecutive_skips == 0
+    assert (mag.accumulated_ratio, mag.accumulated_error, tea.accumulated) == (1.0, 0.0, 0.0)

@@ -4,13 +4,9 @@ Without CUDA the kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET=1``
 module is imported. Tests that need triton are skipped, with the reason shown, when it is not installed.
 """
 import importlib.util
-import json
 import logging
 import os
-import subprocess
-import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +19,7 @@ if not torch.cuda.is_available():
 
 from kernels.gguf import UnsupportedQuantizationError, dequantize
 from kernels.gguf import backend, custom_op
+from tests.support.triton_aot import run_aot_script
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton; CI installs "
@@ -289,8 +286,7 @@ def test_forced_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
 
 
 AOT_SCRIPT = """
-import json, re, sys
-sys.path.insert(0, sys.argv[1])
+import json, re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -309,12 +305,7 @@ print(json.dumps(found))
 def test_kernels_compile_for_the_rtx_4090_without_fma():
     # Ahead-of-time compilation to sm_89 cubin needs no GPU: it checks the GPU build the interpreter cannot, and that
     # no multiply-add was contracted into an FMA (Q4_K/Q5_K compute a * b - c; with fusion on, PTX has fma.rn.f32).
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = str(Path(__file__).resolve().parents[2])
-    result = subprocess.run([sys.executable, "-c", AOT_SCRIPT, root], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = json.loads(result.stdout.splitlines()[-1])
+    found = run_aot_script(AOT_SCRIPT)
     assert sorted(found) == ["Q4_K", "Q5_K", "Q6_K", "Q8_0"]
     for kernel, (cubin_bytes, fma) in found.items():
         assert cubin_bytes > 1000 and fma == [], (kernel, cubin_bytes, fma)

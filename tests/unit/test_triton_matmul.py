@@ -3,11 +3,7 @@
 Without CUDA the kernel runs in Triton's CPU interpreter (``TRITON_INTERPRET=1`` set before the import); the whole
 module is skipped, with the reason shown, when triton is not installed. Shapes are small: the interpreter is slow.
 """
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +17,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install trito
 
 from kernels.gguf import dequantize  # noqa: E402
 from kernels.gguf.triton_matmul import MatmulConfig, q6_k_linear  # noqa: E402
+from tests.support.triton_aot import run_aot_script  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 Q6_K = 14
@@ -110,8 +107,7 @@ def test_a_bias_on_another_device_or_of_another_size_is_refused():
 
 
 AOT_SCRIPT = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
+import json
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -137,11 +133,6 @@ print(json.dumps(found))
 def test_default_config_compiles_to_tensor_core_code_for_ada_and_hopper():
     # Ahead-of-time compilation needs no GPU: the default tiles build for sm_89 (RTX 4090: mma.sync) and sm_90
     # (H100: wgmma), which the interpreter cannot check.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = str(Path(__file__).resolve().parents[2])
-    result = subprocess.run([sys.executable, "-c", AOT_SCRIPT, root], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = json.loads(result.stdout.splitlines()[-1])
+    found = run_aot_script(AOT_SCRIPT)
     assert found["sm_89"][0] > 1000 and found["sm_89"][2], found
     assert found["sm_90"][0] > 1000 and found["sm_90"][1], found
