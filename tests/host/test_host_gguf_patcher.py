@@ -10,17 +10,15 @@ import torch
 from kernels.gguf import dequantize
 from kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
-from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v
-from wan_accel.convert import convert
+from tests.support.tiny_gguf_dit import dit_inputs, loaded_forward, write_tiny_gguf_dit
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict
 
 DIT_SHAPE = dict(dim=256, layers=2, ffn=512)
 
 
 @pytest.fixture(scope="module")
 def q6k_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gguf_patcher")
-    source = write_tiny_wan_i2v(folder / "tiny256.safetensors", **DIT_SHAPE)
-    return convert(source, folder / "tiny256-Q6_K.gguf", "Q6_K", progress=False)
+    return write_tiny_gguf_dit(tmp_path_factory.mktemp("gguf_patcher"), **DIT_SHAPE)
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +28,6 @@ def host():
     import comfy.model_patcher
     import comfy.sd
     return comfy
-
-
-def _inputs(dim_text: int = 4096):
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 36, 2, 8, 8, generator=generator)
-    context = torch.randn(1, 12, dim_text, generator=generator)
-    return x, torch.tensor([700.0]), context
-
-
-def _forward(patcher, lowvram_bytes: int) -> torch.Tensor:
-    patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=lowvram_bytes)
-    assert patcher.model.model_lowvram == (lowvram_bytes > 0), "the host did not take the expected load path"
-    try:
-        with torch.no_grad():
-            return patcher.model.diffusion_model(*_inputs())
-    finally:
-        patcher.unpatch_model()
 
 
 def _with_lora(host, patcher, strength: float = 1.0):
@@ -80,13 +61,13 @@ def test_full_and_partial_loads_apply_lora_after_dequantisation(host, q6k_file):
     gguf_model = import_pack_module("nodes.gguf_model")
     reference = host.sd.load_diffusion_model_state_dict(_dequantized_state_dict(q6k_file),
                                                         model_options={"dtype": torch.float32})
-    expected_plain = _forward(reference, 0)
-    expected_lora = _forward(_with_lora(host, reference), 0)
+    expected_plain = loaded_forward(reference, 0)
+    expected_lora = loaded_forward(_with_lora(host, reference), 0)
 
     loaded = gguf_model.load_wan_gguf(q6k_file, "fp32").patcher
-    plain = _forward(loaded, 0)
-    full_lora = _forward(_with_lora(host, loaded), 0)
-    partial_lora = _forward(_with_lora(host, loaded), 1)
+    plain = loaded_forward(loaded, 0)
+    full_lora = loaded_forward(_with_lora(host, loaded), 0)
+    partial_lora = loaded_forward(_with_lora(host, loaded), 1)
 
     lora_effect = _rel(expected_lora, expected_plain)
     errors = {"plain": _rel(plain, expected_plain), "full load + LoRA": _rel(full_lora, expected_lora),
@@ -115,7 +96,7 @@ def test_memory_estimate_reserves_the_measured_dequant_peak(host, q6k_file):
     noise_shape = [2, 16, 2, 8, 8]
     host_estimate = type(model).memory_required(model, noise_shape)
     reserve = model.memory_required(noise_shape) - host_estimate
-    x, timestep, context = _inputs()
+    x, timestep, context = dit_inputs()
     with torch.no_grad(), LiveTensorBytes() as forward:
         model.diffusion_model(x.to(torch.bfloat16), timestep, context.to(torch.bfloat16))
     print(f"\nlargest layer {largest}: dequant peak measured {peaks[largest][0]} B (output {peaks[largest][1]} B); "
