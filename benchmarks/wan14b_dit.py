@@ -83,6 +83,11 @@ class W8A8Linear(torch.nn.Module):
         super().__init__()
         self.w8a8, self.qweight, self.bias = w8a8, w8a8.quantize_weight(weight, fmt), bias
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The 8-bit values, for host code that inspects a layer's weight (ComfyUI 0.33's ``linear_input_act``)."""
+        return self.qweight.data
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w8a8.linear(x, self.qweight, self.bias)
 
