@@ -163,7 +163,6 @@ def run_dit_section(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = 
     ``args``: ``seed``, ``repeat``, ``configs`` (name filters), ``compile_backend`` and ``compile_s`` / ``forward_s``
     (the first estimates of a compile and of one forward, refined by the rows measured)."""
     device = bench.device
-    backend = host["backend"]
     start = time.perf_counter()
     models = DitModels(host, shape, device, args.seed)
     bench.sync()
@@ -200,8 +199,6 @@ def run_dit_section(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = 
             if config is not CONFIGS[0]:
                 row.notes.append("reference for cosine/L2 (bf16 + SDPA did not run)")
         row.cosine, row.relative_l2 = compare(out, reference)
-        if config.model == "gguf":
-            row.notes.append(backend.path_summary())
         if hasattr(override, "stats"):
             row.notes.append(override.stats.describe())
     return rows
@@ -216,7 +213,6 @@ def _time_config(host, config: Config, models: DitModels, override, inputs: dict
         model = models.model_for(config)
         if config.model == "gguf" and config.dequant:
             os.environ[backend.ENV_VAR] = config.dequant
-        backend.reset_path_counts()
         if hasattr(override, "begin_run"):
             override.begin_run()
         blocks = [torch.compile(block, backend=args.compile_backend, dynamic=False) if config.compile else block
@@ -235,7 +231,11 @@ def _time_config(host, config: Config, models: DitModels, override, inputs: dict
                 if isinstance(m, W8A8Linear))) / 2**30
             before = bench.allocated_gib()
             bench.reset_peak()
-            row.first_call, row.seconds, out = bench.time(forward, args.repeat)
+            path_record = host["path_record"]
+            with path_record.recording(path_record.DequantRecord()) as dequant:
+                row.first_call, row.seconds, out = bench.time(forward, args.repeat)
+            if config.model == "gguf":
+                row.notes.append(dequant.summary())
             row.peak_gib = row.weights_gib + bench.peak_gib() - before
         finally:
             model.blocks = original_blocks

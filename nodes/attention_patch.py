@@ -11,7 +11,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..kernels.attention import AUTO, BACKENDS, SAGE, SDPA, AttentionOverride, Decision, SageInstall, probe_sage
-from .stats import NodeStats, StatsTarget, current_target, report_node_stats, report_run_stats
+from .run_context import current_run, install_run_context
+from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 
 NODE_ID = "WanAccelPatchAttention"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -27,17 +28,21 @@ def attention_override_of(model_options: dict) -> Optional[AttentionOverride]:
 
 
 def run_stats(override: AttentionOverride) -> NodeStats:
-    """The node's stats after a run: calls per route, and fallbacks (SDPA calls of a sage backend, NaN recomputes)."""
+    """The node's stats after a run: calls per route, and fallbacks (SDPA calls of a sage backend, NaN recomputes)
+    with the reason of each."""
     stats = override.stats
     fallbacks = stats.guard.recomputed + (stats.routes[SDPA] if override.backend != SDPA else 0)
-    return NodeStats(attention_backend=override.backend, attention_fallbacks=fallbacks, notes=(stats.describe(),))
+    reasons = tuple(f"fallback x{count}: {reason}" for reason, count in sorted(stats.fallback_reasons.items()))
+    return NodeStats(attention_backend=override.backend, attention_fallbacks=fallbacks,
+                     notes=(stats.describe(), *reasons))
 
 
 def count_attention_run(target: Optional[StatsTarget], executor: comfy.patcher_extension.WrapperExecutor,
                         *args, **kwargs):
-    """OUTER_SAMPLE wrapper (``target`` bound): zeroes the override's counts as a sampling run starts, logs and
-    reports them when it ends."""
-    override = attention_override_of(executor.class_obj.model_options)
+    """OUTER_SAMPLE wrapper (``target`` bound): zeroes the override's counts as a sampling run starts, logs them
+    and reports them into the run's context when it ends."""
+    options = executor.class_obj.model_options
+    override = attention_override_of(options)
     if override is None:
         return executor(*args, **kwargs)
     override.begin_run()
@@ -45,7 +50,9 @@ def count_attention_run(target: Optional[StatsTarget], executor: comfy.patcher_e
         return executor(*args, **kwargs)
     finally:
         logger.info("Patch Attention (%s) run: %s", override.backend, override.stats.describe())
-        report_run_stats(target, run_stats(override))
+        context = current_run(options.get("transformer_options", {}))
+        if context is not None:
+            context.report(target, run_stats(override))
 
 
 def attention_head_dim(model) -> Optional[int]:
@@ -100,6 +107,7 @@ class PatchAttention(io.ComfyNode):
             logger.warning("Patch Attention replaces an attention override set before it (%r)", replaced)
         transformer_options[OVERRIDE_KEY] = override
         patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
+        install_run_context(patched)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                      functools.partial(count_attention_run, current_target(NODE_ID)))
         head_dim = attention_head_dim(patched)

@@ -8,6 +8,8 @@ unconditional pass runs on every step as the host intends.
 from __future__ import annotations
 
 import logging
+import math
+from typing import Optional
 
 import comfy.patcher_extension
 import comfy.samplers
@@ -16,12 +18,14 @@ from comfy_api.latest import io, ui
 
 from ..kernels.step_cache import CfgSchedule, parse_cfg_schedule, step_index
 from ..kernels.step_cache.cfg_schedule import FORMAT_HELP
-from .stats import NodeStats, report_node_stats
+from .run_context import current_run, install_run_context
+from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 
 log = logging.getLogger("wan_accel")
 
 WRAPPER_KEY = "wan_accel_cfg_schedule"
 SCHEDULE_KEY = "wan_accel_cfg_schedule"  # transformer_options: the CfgSchedule of the MODEL patch
+TARGET_KEY = "wan_accel_cfg_schedule_target"  # transformer_options: the schedule node's StatsTarget
 DEFAULT_SCHEDULE = "3.0:2,1.0"
 
 
@@ -43,19 +47,46 @@ def _log_run(schedule: CfgSchedule, sigmas: torch.Tensor) -> None:
     log.info("CFG schedule: %s", schedule.describe(len(sigmas) - 1))
 
 
+def count_prediction(model_options: dict, cfg: float) -> None:
+    """Tells the run's context whether the host runs the unconditional pass for this prediction: it drops it at
+    cfg 1 unless a patch set ``disable_cfg1_optimization``."""
+    run = current_run(model_options.get("transformer_options", {}))
+    if run is not None:
+        run.count_prediction(not (math.isclose(cfg, 1.0) and not model_options.get("disable_cfg1_optimization")))
+
+
+def report_passes(model_options: dict, target: Optional[StatsTarget], schedule_text: str) -> None:
+    """Reports the run's unconditional passes on the schedule node, under its schedule line."""
+    run = current_run(model_options.get("transformer_options", {}))
+    if run is not None and run.predictions:
+        run.report(target, NodeStats(notes=(schedule_text, f"uncond pass on {run.uncond_passes} of "
+                                                         f"{run.predictions} predictions")))
+
+
 class ScheduledCFGGuider(comfy.samplers.CFGGuider):
     """The host's CFGGuider with the cfg of each step taken from a schedule."""
 
-    def __init__(self, model_patcher, schedule: CfgSchedule):
-        super().__init__(model_patcher)
+    def __init__(self, model_patcher, schedule: CfgSchedule, target: Optional[StatsTarget] = None):
+        patched = model_patcher.clone()
+        install_run_context(patched)
+        super().__init__(patched)
         self.schedule = schedule
+        self.target = target
 
     def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _log_run(self.schedule, sigmas)
         return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
+    def outer_sample(self, *args, **kwargs):
+        """The host's outer sample, then the run's unconditional passes reported on the guider node."""
+        try:
+            return super().outer_sample(*args, **kwargs)
+        finally:
+            report_passes(self.model_options, self.target, self.schedule.describe())
+
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         self.cfg = scheduled_cfg(self.schedule, model_options, timestep)
+        count_prediction(model_options, self.cfg)
         return super().predict_noise(x, timestep, model_options, seed)
 
 
@@ -65,14 +96,21 @@ def _applies_to(guider) -> bool:
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Logs the run's schedule (which steps get the unconditional pass), or why it does not apply."""
+    """Logs the run's schedule (which steps get the unconditional pass), or why it does not apply, and reports the
+    passes the run made."""
     guider = executor.class_obj
-    if _applies_to(guider):
-        _log_run(guider.model_options["transformer_options"][SCHEDULE_KEY], args[3])
-    else:
+    if not _applies_to(guider):
         log.warning("CFG Schedule: guider %s computes its own guidance; schedule not applied (for "
                     "SamplerCustomAdvanced use the CFG Schedule Guider node)", type(guider).__name__)
-    return executor(*args, **kwargs)
+        return executor(*args, **kwargs)
+    transformer_options = guider.model_options["transformer_options"]
+    schedule = transformer_options[SCHEDULE_KEY]
+    _log_run(schedule, args[3])
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        report_passes(guider.model_options, transformer_options.get(TARGET_KEY),
+                      f"{schedule.describe()} (overrides the sampler's cfg)")
 
 
 def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None):
@@ -82,6 +120,7 @@ def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None):
         return executor(x, timestep, model_options, seed)
     sampler_cfg = guider.cfg
     guider.cfg = scheduled_cfg(model_options["transformer_options"][SCHEDULE_KEY], model_options, timestep)
+    count_prediction(model_options, guider.cfg)
     try:
         return executor(x, timestep, model_options, seed)
     finally:
@@ -116,7 +155,7 @@ class CFGScheduleGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, positive, negative, cfg_schedule: str) -> io.NodeOutput:
         schedule = read_schedule(cfg_schedule, "CFG Schedule Guider")
-        guider = ScheduledCFGGuider(model, schedule)
+        guider = ScheduledCFGGuider(model, schedule, current_target("WanAccelCFGScheduleGuider"))
         guider.set_conds(positive, negative)
         text = schedule.describe()
         report_node_stats("WanAccelCFGScheduleGuider", NodeStats(notes=(text,)))
@@ -144,6 +183,8 @@ class CFGSchedule(io.ComfyNode):
         schedule = read_schedule(cfg_schedule, "CFG Schedule")
         patched = model.clone()
         patched.model_options["transformer_options"][SCHEDULE_KEY] = schedule
+        patched.model_options["transformer_options"][TARGET_KEY] = current_target("WanAccelCFGSchedule")
+        install_run_context(patched)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                      _outer_sample_wrapper)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY,

@@ -1,13 +1,14 @@
-"""Node "Load Wan DiT (GGUF)": a Wan 2.1 DiT from a .gguf file, weights dequantised per layer at run time."""
+"""Node "Load Wan DiT (GGUF)": a Wan 2.1 DiT from a .gguf file, weights dequantised per layer at run time.
+
+Its editor badge shows the weights at load, and after each sampling run the dequant path that run observed."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.gguf.backend import choose_path
 from .gguf_model import COMPUTE_CHOICES, COMPUTE_DTYPES, SIXTEEN_BIT, LoadedGGUFModel, load_wan_gguf
 from .model_files import list_model_files, resolve_model_file
-from .stats import NodeStats, report_node_stats
+from .run_context import DEQUANT_TARGET_KEY, install_run_context
+from .stats import NodeStats, current_target, report_node_stats
 
 GGUF_EXTENSIONS = {".gguf"}
 NODE_ID = "WanAccelLoadDiTGGUF"
@@ -48,20 +49,18 @@ class LoadWanDiTGGUF(io.ComfyNode):
     @classmethod
     def execute(cls, unet_name: str, compute_dtype: str, compute: str = SIXTEEN_BIT) -> io.NodeOutput:
         loaded = load_wan_gguf(resolve_model_file("diffusion_models", unet_name), compute_dtype, compute)
+        loaded.patcher.model_options["transformer_options"][DEQUANT_TARGET_KEY] = current_target(NODE_ID)
+        install_run_context(loaded.patcher)  # its sampling runs report the dequant path they observe
         report_node_stats(NODE_ID, _stats(loaded))
         return io.NodeOutput(loaded.patcher, ui=ui.PreviewText(loaded.summary()))
 
 
 def _stats(loaded: LoadedGGUFModel) -> NodeStats:
-    """The editor badge's numbers: where the weights get dequantised, their GGUF types, the bytes kept resident."""
-    device = loaded.patcher.load_device
-    dtype = str(loaded.compute_dtype).removeprefix("torch.")
-    path, reason = choose_path(torch.empty(0, dtype=torch.uint8, device=device), loaded.dominant_qtype,
-                               loaded.compute_dtype)
-    warnings = ("weights dequantise on the CPU: no GPU in use",) if device.type == "cpu" else ()
+    """The editor badge's numbers known at load: the weights' GGUF types and the bytes kept resident. The dequant
+    path is added by each sampling run, as observed (:mod:`nodes.run_context`)."""
+    warnings = ("weights dequantise on the CPU: no GPU in use",) if loaded.patcher.load_device.type == "cpu" else ()
     if loaded.w8a8_note:
         warnings += (loaded.w8a8_note,)
-    linears = f"; block linears {loaded.w8a8} W8A8 x{loaded.w8a8_layers}" if loaded.w8a8 else ""
-    return NodeStats(dequant_path=f"{path} per layer → {dtype} on {device.type} ({reason}){linears}",
-                     weight_types=loaded.source.type_counts(),
-                     resident_bytes=loaded.resident_weight_bytes, warnings=warnings)
+    notes = (f"block linears {loaded.w8a8} W8A8 x{loaded.w8a8_layers}",) if loaded.w8a8 else ()
+    return NodeStats(weight_types=loaded.source.type_counts(), resident_bytes=loaded.resident_weight_bytes,
+                     notes=notes, warnings=warnings)

@@ -9,7 +9,6 @@ from pathlib import Path
 import comfy.model_detection
 import comfy.model_management
 import comfy.model_patcher
-import gguf
 import torch
 
 from ..kernels.gguf import DEQUANTIZE_TYPES, dequantize
@@ -48,15 +47,6 @@ class LoadedGGUFModel:
     w8a8: str | None = None
     w8a8_note: str = ""
     w8a8_layers: int = 0
-
-    @property
-    def dominant_qtype(self) -> gguf.GGMLQuantizationType:
-        """The quantised type holding most of the weights (F32 for an unquantised file), for path reports."""
-        sizes: dict[gguf.GGMLQuantizationType, int] = {}
-        for tensor in self.source.tensors.values():
-            if not tensor.is_float:
-                sizes[tensor.qtype] = sizes.get(tensor.qtype, 0) + tensor.data.numel()
-        return max(sizes, key=sizes.get) if sizes else gguf.GGMLQuantizationType.F32
 
     def summary(self) -> str:
         types = ", ".join(f"{name} x{count}" for name, count in sorted(self.source.type_counts().items()))

@@ -67,7 +67,8 @@ class GGUFWeightLayer:
             return comfy.model_management.cast_to(self.weight, dtype, device, non_blocking=non_blocking,
                                                   copy=len(self.weight_function) > 0)
         raw = self.weight.to(device, non_blocking=non_blocking)
-        return dequantize_on_device(raw, self.gguf_qtype, self.gguf_shape, dtype, failures=self.gguf_failures)
+        return dequantize_on_device(raw, self.gguf_qtype, self.gguf_shape, dtype, failures=self.gguf_failures,
+                                    layer=type(self).__name__)
 
     def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
         """Host hook: raw blocks (as handed over by the patcher, possibly cast to float) to a float weight."""

@@ -1,8 +1,9 @@
 """Live acceleration stats of our nodes: sent to the editor over the host's websocket, kept for ``GET /wan_accel/stats``.
 
-A node that knows its numbers when it runs calls :func:`report_node_stats` from ``execute``. A model-patch node
-whose numbers are only known after sampling captures :func:`current_target` in ``execute`` and calls
-:func:`report_run_stats` from its OUTER_SAMPLE wrapper when the run ends. Each message carries the node's id
+This is the pack's one stats channel. A node that knows its numbers when it runs calls :func:`report_node_stats`
+from ``execute``. A model-patch node whose numbers are only known after sampling captures :func:`current_target`
+in ``execute`` and reports into the run's :class:`nodes.run_context.RunContext`, which calls
+:func:`report_run_stats` once when the run ends. Each message carries the node's id
 in the editor's graph, its type, the structured numbers and the display lines the web extension shows.
 """
 from __future__ import annotations
@@ -162,8 +163,9 @@ def report_node_stats(node_type: str, stats: NodeStats) -> Optional[dict[str, An
 
 
 def report_run_stats(target: Optional[StatsTarget], stats: NodeStats) -> Optional[dict[str, Any]]:
-    """From an OUTER_SAMPLE wrapper at the end of a run: merges onto the node's stats of the same type and sends,
-    under the prompt running now (the patch node itself may have come from the host's cache)."""
+    """At the end of a sampling run (:class:`nodes.run_context.RunContext`): merges onto the node's stats of the
+    same type and sends, under the prompt running now (the node itself may have come from the host's cache). A run
+    that changes nothing the node showed sends nothing: the node keeps its entry, prompt and time."""
     if target is None:
         return None
     context = get_executing_context()
@@ -180,9 +182,12 @@ def latest_stats() -> dict[str, dict[str, Any]]:
 
 def _publish(target: StatsTarget, stats: NodeStats, merge: bool) -> dict[str, Any]:
     with _lock:
-        earlier = _latest.pop(target.node_id, None)
+        earlier = _latest.get(target.node_id)
         if merge and earlier is not None and earlier.target.node_type == target.node_type:
             stats = stats.merged_onto(earlier.stats)
+            if stats == earlier.stats:
+                return earlier.message()
+        _latest.pop(target.node_id, None)
         entry = _Entry(target, stats, time.time())
         _latest[target.node_id] = entry
         while len(_latest) > MAX_ENTRIES:

@@ -1,7 +1,7 @@
 """Nodes "TeaCache (Wan)" and "MagCache (Wan)": skip DiT forwards on a model clone through the host's wrappers.
 
 ``OUTER_SAMPLE`` starts a fresh ``StepCacheRun`` for every sampling run (so nothing survives from one run to
-the next, whatever the cfg) and reports its statistics; ``DIFFUSION_MODEL`` wraps the Wan model's
+the next, whatever the cfg) and reports its statistics into the run's context (:mod:`nodes.run_context`); ``DIFFUSION_MODEL`` wraps the Wan model's
 ``_forward`` and either runs it or returns the input plus the cached output delta (see
 ``kernels/step_cache/runtime.py`` for why the delta). The calibration node shares the wrapper key, so the
 last of these nodes on a model wins.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,8 @@ from ..kernels.step_cache import (
 )
 from ..kernels.step_cache.runtime import SkipPolicy
 from .model_files import list_model_files, resolve_model_file
-from .stats import NodeStats, StatsTarget, current_target, report_run_stats, seconds_per_step
+from .run_context import current_run, install_run_context
+from .stats import NodeStats, StatsTarget, current_target, seconds_per_step
 
 log = logging.getLogger("wan_accel")
 
@@ -49,17 +49,12 @@ CACHE_DEVICES = ("compute", "offload")
 
 folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
 
-#: Statistics of the latest run of every cache node, by node id: what a web extension can read.
-LAST_RUN_STATS: dict[str, dict] = {}
-
-
 @dataclass(frozen=True)
 class StepCacheConfig:
     """What a cache node attached to its model clone: the policy, where residuals live, who to report to."""
 
     policy: SkipPolicy
     offload: bool
-    node_id: str | None
     profile_steps: int | None = None
     stats_target: StatsTarget | None = None
 
@@ -104,14 +99,6 @@ def wrapper_transformer_options(args: tuple, kwargs: dict) -> dict:
     return kwargs.get("transformer_options") or {}
 
 
-def send_progress_text(text: str, node_id: str | None) -> None:
-    """Shows ``text`` on node ``node_id`` in the editor, when this process is a running host server."""
-    server = sys.modules.get("server")  # the host's server module; absent when the host is driven in-process
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if node_id is not None and instance is not None:
-        instance.send_progress_text(text, node_id)
-
-
 def _outer_sample_wrapper(executor, *args, **kwargs):
     """Gives this sampling run a fresh cache and reports what it did when the run ends."""
     guider = executor.class_obj
@@ -132,14 +119,13 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     finally:
         transformer_options.pop(RUN_KEY, None)
         stats = run.stats
-        summary = stats.summary()
-        log.info("%s", summary)
-        LAST_RUN_STATS[config.node_id or ""] = stats.as_dict()
-        send_progress_text(summary, config.node_id)
-        report_run_stats(config.stats_target, NodeStats(
-            cache_policy=stats.policy, steps_computed=stats.steps_computed, steps_skipped=stats.steps_skipped,
-            seconds_per_step=seconds_per_step(time.perf_counter() - started, sigmas),
-            notes=(f"DiT forwards: {stats.forwards_computed} run, {stats.forwards_skipped} reused",)))
+        log.info("%s", stats.summary())
+        context = current_run(transformer_options)
+        if context is not None:
+            context.report(config.stats_target, NodeStats(
+                cache_policy=stats.policy, steps_computed=stats.steps_computed, steps_skipped=stats.steps_skipped,
+                seconds_per_step=seconds_per_step(time.perf_counter() - started, sigmas),
+                notes=(f"DiT forwards: {stats.forwards_computed} run, {stats.forwards_skipped} reused",)))
 
 
 def _diffusion_model_wrapper(executor, *args, **kwargs):
@@ -167,14 +153,11 @@ def attach_step_cache(model: io.Model.Type, config: StepCacheConfig) -> io.Model
     for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
         patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
     patched.model_options["transformer_options"][CONFIG_KEY] = config
+    install_run_context(patched)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
                                  _diffusion_model_wrapper)
     return patched
-
-
-def _node_id(hidden) -> str | None:
-    return hidden.unique_id if hidden is not None else None
 
 
 def _profile_input() -> io.Combo.Input:
@@ -228,7 +211,6 @@ class WanTeaCache(io.ComfyNode):
                 _cache_device_input(),
             ],
             outputs=[io.Model.Output(tooltip="The model with TeaCache.")],
-            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -246,7 +228,7 @@ class WanTeaCache(io.ComfyNode):
                                     (fit.distance_range[0], fit.distance_range[1]))
             source = f"profile {profile} ({policy.indicator}, fit rel. RMSE {fit.relative_rmse:.3f})"
             profile_steps = calibrated.steps
-        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps,
+        config = StepCacheConfig(policy, cache_device == "offload", profile_steps,
                                  current_target("WanAccelTeaCache"))
         text = (f"TeaCache: {source}, threshold {rel_l1_thresh:g}, {_describe_gate(gate)}, "
                 f"residual on {cache_device} device")
@@ -284,7 +266,6 @@ class WanMagCache(io.ComfyNode):
                 _cache_device_input(),
             ],
             outputs=[io.Model.Output(tooltip="The model with MagCache.")],
-            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -299,7 +280,7 @@ class WanMagCache(io.ComfyNode):
             policy = MagCachePolicy(calibrated.mag_ratios(0), calibrated.mag_ratios(1), magcache_thresh,
                                     retention_ratio, gate)
             source, profile_steps = f"profile {profile} ({calibrated.steps} steps)", calibrated.steps
-        config = StepCacheConfig(policy, cache_device == "offload", _node_id(cls.hidden), profile_steps,
+        config = StepCacheConfig(policy, cache_device == "offload", profile_steps,
                                  current_target("WanAccelMagCache"))
         text = (f"MagCache: {source}, threshold {magcache_thresh:g}, K {magcache_K}, retention {retention_ratio:g}, "
                 f"last {last_steps} steps computed, residual on {cache_device} device")

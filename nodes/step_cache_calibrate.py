@@ -14,14 +14,9 @@ from comfy_api.latest import io, ui
 
 from ..kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
 from ..kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
-from .step_cache import (
-    WRAPPER_KEY,
-    profile_path,
-    require_wan,
-    send_progress_text,
-    wan_timestep_indicator,
-    wrapper_transformer_options,
-)
+from .run_context import current_run, install_run_context
+from .stats import NodeStats, current_target
+from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options
 
 log = logging.getLogger("wan_accel")
 
@@ -44,7 +39,9 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     fits = ", ".join(f"{k} fit rel. RMSE {v.relative_rmse:.3f}" for k, v in profile.teacache.items())
     text = f"Calibrated {profile.steps} steps at latent {list(noise.shape)} -> {path.name} ({fits})"
     log.info("%s (%s)", text, path)
-    send_progress_text(text, settings["node_id"])
+    context = current_run(transformer_options)
+    if context is not None:
+        context.report(settings["stats_target"], NodeStats(notes=(text,)))
     return output
 
 
@@ -89,7 +86,6 @@ class WanStepCacheCalibrate(io.ComfyNode):
                                      "2 is stable for 8-step runs."),
             ],
             outputs=[io.Model.Output(tooltip="The model that records its next sampling run.")],
-            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -103,9 +99,10 @@ class WanStepCacheCalibrate(io.ComfyNode):
         for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
                      comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
             patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
-        node_id = cls.hidden.unique_id if cls.hidden is not None else None
         patched.model_options["transformer_options"][RECORDER_KEY] = {
-            "file_name": f"{name}.json", "degree": fit_degree, "node_id": node_id}
+            "file_name": f"{name}.json", "degree": fit_degree,
+            "stats_target": current_target("WanAccelStepCacheCalibrate")}
+        install_run_context(patched)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                                      _outer_sample_wrapper)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,

@@ -38,9 +38,11 @@ def cuda_capability(device: torch.device) -> Optional[tuple]:
 
 @dataclass
 class RunStats:
-    """Attention calls of one sampling run: per route, sage failures, and the NaN guard's counts."""
+    """Attention calls of one sampling run: per route, why calls of a sage backend went to the host's attention,
+    sage failures, and the NaN guard's counts."""
 
     routes: Counter = field(default_factory=Counter)
+    fallback_reasons: Counter = field(default_factory=Counter)
     sage_errors: int = 0
     guard: GuardCounts = field(default_factory=GuardCounts)
 
@@ -126,8 +128,14 @@ class AttentionOverride:
         if self._route(key) == SAGE:
             return self._sage(key, host, q, k, v, heads, skip_reshape, skip_output_reshape)
         if not torch.compiler.is_compiling():
-            self.stats.routes[SDPA] += 1
+            self._count_host_call(key)
         return host()
+
+    def _count_host_call(self, key: tuple) -> None:
+        """Counts a call that went to the host's attention and, for a sage backend, why."""
+        self.stats.routes[SDPA] += 1
+        if self.backend != SDPA:
+            self.stats.fallback_reasons[self._decisions[key].reason] += 1
 
     @torch.compiler.assume_constant_result
     def _route(self, key: tuple) -> str:
@@ -150,7 +158,7 @@ class AttentionOverride:
               v: torch.Tensor, heads: int, skip_reshape: bool, skip_output_reshape: bool) -> torch.Tensor:
         decision = self._decisions[key]
         if decision.backend != SAGE:  # the kernel raised on an earlier call (a compiled graph still routes here)
-            self.stats.routes[SDPA] += 1
+            self._count_host_call(key)
             return exact()
         layout = "HND" if skip_reshape else "NHD"
 
@@ -169,8 +177,8 @@ class AttentionOverride:
             raise
         except Exception as error:  # an unforeseen failure: this signature goes to the host's attention from now on
             self.stats.sage_errors += 1
-            self.stats.routes[SDPA] += 1
             self._decisions[key] = Decision(SDPA, f"{decision.label} raised {type(error).__name__}: {error}")
+            self._count_host_call(key)
             self._log_once(self._decisions[key])
             return exact()
         self.stats.routes[decision.label] += 1

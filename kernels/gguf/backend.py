@@ -3,8 +3,9 @@
 Both paths give bit-identical results (see :mod:`kernels.gguf.triton_dequantize`), so the choice only changes
 speed. ``WAN_ACCEL_GGUF_DEQUANT`` overrides it: ``auto`` (default), ``torch`` (always the PyTorch path) or
 ``triton`` (Triton wherever the type has a kernel, also on CPU tensors under ``TRITON_INTERPRET=1``; an error
-when Triton cannot run). ``auto`` never sends CUDA tensors to Triton's interpreter. Every eager choice is counted
-and each distinct reason is logged once. Either path runs as the operator of :mod:`kernels.gguf.custom_op`; under
+when Triton cannot run). ``auto`` never sends CUDA tensors to Triton's interpreter. Every eager choice goes to the
+owner's :class:`~kernels.gguf.path_record.DequantRecord` (see :func:`~kernels.gguf.path_record.recording`) and each
+distinct reason is logged once. Either path runs as the operator of :mod:`kernels.gguf.custom_op`; under
 ``torch.compile`` the path is chosen once per traced call site, at trace time, so the graph has no break.
 """
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import Counter
 from typing import Sequence
 
 import torch
 
 from .custom_op import gguf_dequantize, triton_kernels
 from .dequantize import dequantize
+from .path_record import COMPILED, active_record
 from .qtypes import QType, qtype_name
 
 ENV_VAR = "WAN_ACCEL_GGUF_DEQUANT"
@@ -28,7 +29,6 @@ FLOAT_QTYPES = frozenset({0, 1, 30})  # F32, F16, BF16: decoded by a cast (or a 
 
 log = logging.getLogger("wan_accel")
 
-_counts: Counter = Counter()
 _logged: set = set()
 _triton_kernels = triton_kernels
 
@@ -125,24 +125,30 @@ def traced_use_triton(device: torch.device, qtype: int, dtype: torch.dtype) -> b
     tracer once per call site (outside the graph), so the environment is read at trace time and never guarded on.
     A kernel that fails there fails the compilation: compiled code has no per-call fallback."""
     path, reason = choose_path_on(device, qtype, dtype)
+    record = active_record()
+    if record is not None:
+        record.record(COMPILED, qtype_name(qtype), path, reason, _target(dtype, device))
     _log_once(path, reason, qtype, warn=device.type == "cuda" and path == TORCH and triton_problem() is not None)
     return path == TRITON
 
 
 def dequantize_on_device(
     data: torch.Tensor, qtype: QType, shape: Sequence[int], dtype: torch.dtype = torch.float32,
-    failures: TritonFailures | None = None,
+    failures: TritonFailures | None = None, layer: str = "tensor",
 ) -> torch.Tensor:
     """Decode raw ggml bytes to a ``shape`` tensor of ``dtype`` on ``data.device``, by the path :func:`choose_path`
     picks; same contract and errors as :func:`kernels.gguf.dequantize`. A Triton kernel that fails to compile or
     launch (``auto`` only) falls back to torch with a warning, and ``failures`` (the caller's, e.g. one per model;
-    :data:`UNOWNED` when None) keeps that key on torch. Under ``torch.compile`` this traces to one operator call."""
+    :data:`UNOWNED` when None) keeps that key on torch. The call, labelled ``layer`` (the layer type), goes to the
+    active :class:`~kernels.gguf.path_record.DequantRecord`. Under ``torch.compile`` this traces to one operator
+    call."""
     if int(qtype) in FLOAT_QTYPES:  # a cast or a view of the data, which an operator may not return
         return dequantize(data, qtype, shape, dtype)
     shape = [int(size) for size in shape]
     if torch.compiler.is_compiling():
         return gguf_dequantize(data, int(qtype), shape, dtype, traced_use_triton(data.device, int(qtype), dtype))
     path, reason = choose_path(data, qtype, dtype, failures)
+    record = active_record()
     if path == TRITON:
         try:
             with torch.cuda.device(data.device) if data.is_cuda else contextlib.nullcontext():
@@ -154,17 +160,26 @@ def dequantize_on_device(
                 raise
             reason = f"the Triton kernel failed ({type(error).__name__}: {error}); falling back to PyTorch"
             (UNOWNED if failures is None else failures).record(data.device, qtype, dtype, reason)
+            if record is not None:
+                record.record_fallback(layer, qtype_name(qtype), reason)
             path = TORCH
         else:
-            _record(path, reason, qtype, warn=False)
+            _record(record, layer, path, reason, qtype, dtype, data.device, warn=False)
             return values
-    _record(path, reason, qtype, warn=data.device.type == "cuda" and triton_problem(failures) is not None)
+    _record(record, layer, path, reason, qtype, dtype, data.device,
+            warn=data.device.type == "cuda" and triton_problem(failures) is not None)
     return gguf_dequantize(data, int(qtype), shape, dtype, False)
 
 
-def _record(path: str, reason: str, qtype: QType, warn: bool) -> None:
-    """Counts an eager call and logs its reason the first time it is seen (:func:`_log_once`)."""
-    _counts[path, qtype_name(qtype)] += 1
+def _target(dtype: torch.dtype, device: torch.device) -> tuple[str, str]:
+    return str(dtype).removeprefix("torch."), device.type
+
+
+def _record(record, layer: str, path: str, reason: str, qtype: QType, dtype: torch.dtype, device: torch.device,
+            warn: bool) -> None:
+    """Adds an eager call to ``record`` (when one is open) and logs its reason the first time it is seen."""
+    if record is not None:
+        record.record(layer, qtype_name(qtype), path, reason, _target(dtype, device))
     _log_once(path, reason, qtype, warn)
 
 
@@ -176,21 +191,3 @@ def _log_once(path: str, reason: str, qtype: QType, warn: bool) -> None:
     _logged.add(reason)
     log.log(logging.WARNING if warn else logging.INFO, "wan-accel: GGUF %s dequantisation uses %s: %s",
             qtype_name(qtype), path, reason)
-
-
-def path_counts() -> dict[tuple[str, str], int]:
-    """Calls per (path, GGUF type) since the last :func:`reset_path_counts`, for node text and benchmarks."""
-    return dict(_counts)
-
-
-def path_summary() -> str:
-    """One line for node output, e.g. ``GGUF dequant: triton Q6_K x400, torch Q8_0 x2``."""
-    if not _counts:
-        return "GGUF dequant: no calls yet"
-    parts = [f"{path} {name} x{count}" for (path, name), count in sorted(_counts.items())]
-    return "GGUF dequant: " + ", ".join(parts)
-
-
-def reset_path_counts() -> None:
-    """Zeroes the counts (start of a sampling run or of a benchmark configuration)."""
-    _counts.clear()

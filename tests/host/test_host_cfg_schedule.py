@@ -38,16 +38,37 @@ def step_sigmas(tiny) -> list[float]:
     return [f.sigma for f in counter.forwards]
 
 
+@pytest.fixture(scope="module")
+def stats():
+    return import_pack_module("nodes.stats")
+
+
 def scheduled(nodes, model, text: str):
     return nodes.CFGSchedule.execute(model, text).result[0]
 
 
+def as_node(node_id: str):
+    """Runs the block as node ``node_id`` of a prompt, so our nodes' reports reach the stats channel."""
+    from comfy_execution.utils import CurrentNodeContext
+
+    return CurrentNodeContext("cfg-schedule-test", node_id)
+
+
+def reported_passes(stats, node_id: str) -> str:
+    """The run's unconditional-pass line on node ``node_id``, as ``GET /wan_accel/stats`` serves it."""
+    [line] = [line for line in stats.latest_stats()[node_id]["lines"] if line.startswith("uncond pass")]
+    return line
+
+
 @pytest.mark.parametrize("text, guided", [("3.0:2,1.0", 2), ("5:1,2.5:2,1", 3), ("1.0", 0), ("4.5", 8)])
-def test_model_patch_runs_the_unconditional_pass_only_on_guided_steps(tiny, nodes, step_sigmas, text, guided):
+def test_model_patch_runs_the_unconditional_pass_only_on_guided_steps(tiny, nodes, stats, step_sigmas, text,
+                                                                     guided):
     counter = ForwardCounter()
-    tiny.sample(scheduled(nodes, tiny.patcher, text), steps=STEPS, cfg=7.0, counter=counter)
+    with as_node("20"):
+        tiny.sample(scheduled(nodes, tiny.patcher, text), steps=STEPS, cfg=7.0, counter=counter)
     assert len(counter.forwards) == STEPS
     assert counter.uncond_forwards == guided
+    assert reported_passes(stats, "20") == f"uncond pass on {guided} of {STEPS} predictions"
     uncond_steps = [step_sigmas.index(f.sigma) for f in counter.forwards if 1 in f.cond_or_uncond]
     expected = [i for i, cfg in enumerate(parse_cfg_schedule(text).per_step(STEPS)) if cfg != 1.0]
     assert uncond_steps == expected
@@ -67,24 +88,28 @@ def test_the_schedule_changes_the_output_only_through_the_guided_steps(tiny, nod
     assert not torch.equal(mixed, plain) and not torch.equal(mixed, guided)
 
 
-def test_the_host_can_still_disable_its_cfg1_optimisation(tiny, nodes):
-    model = scheduled(nodes, tiny.patcher, "3.0:2,1.0")
-    model.model_options["disable_cfg1_optimization"] = True
-    counter = ForwardCounter()
-    tiny.sample(model, steps=STEPS, counter=counter)
+def test_the_host_can_still_disable_its_cfg1_optimisation(tiny, nodes, stats):
+    with as_node("21"):
+        model = scheduled(nodes, tiny.patcher, "3.0:2,1.0")
+        model.model_options["disable_cfg1_optimization"] = True
+        counter = ForwardCounter()
+        tiny.sample(model, steps=STEPS, counter=counter)
     assert counter.uncond_forwards == STEPS
+    assert reported_passes(stats, "21") == f"uncond pass on {STEPS} of {STEPS} predictions"
 
 
 @pytest.mark.parametrize("text, guided", [("3.0:2,1.0", 2), ("6:1,1", 1)])
-def test_guider_runs_the_unconditional_pass_only_on_guided_steps(tiny, nodes, text, guided):
+def test_guider_runs_the_unconditional_pass_only_on_guided_steps(tiny, nodes, stats, text, guided):
     import comfy.patcher_extension
 
     counter = ForwardCounter()
     model = tiny.patcher.clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, COUNTER_KEY, counter)
-    guider = nodes.CFGScheduleGuider.execute(model, tiny.positive, tiny.negative, text).result[0]
-    tiny.sample_with_guider(guider, steps=STEPS)
+    with as_node("22"):
+        guider = nodes.CFGScheduleGuider.execute(model, tiny.positive, tiny.negative, text).result[0]
+        tiny.sample_with_guider(guider, steps=STEPS)
     assert len(counter.forwards) == STEPS and counter.uncond_forwards == guided
+    assert reported_passes(stats, "22") == f"uncond pass on {guided} of {STEPS} predictions"
 
 
 def test_guider_with_a_constant_schedule_equals_the_core_cfg_guider(tiny, nodes):

@@ -1,8 +1,11 @@
 """tiny DiT -> safetensors -> our converter -> GGUF -> "Load Wan DiT (GGUF)" -> KSampler, through POST /prompt.
 
-The output latent is compared with the same graph run by the host's UNETLoader on the unquantised file.
+The output latent is compared with the same graph run by the host's UNETLoader on the unquantised file. The
+loader's badge shows the dequant path a run observed, also in a second host forced to the PyTorch path.
 """
 from __future__ import annotations
+
+import os
 
 import gguf
 import numpy as np
@@ -12,9 +15,9 @@ import torch
 from kernels.gguf import dequantize
 from kernels.gguf.reader import read_gguf
 from tests.support import graphs
-from tests.support.comfy_server import ExecutionFailed, read_latent
+from tests.support.comfy_server import ComfyServer, ExecutionFailed, read_latent
 from tests.support.gguf_files import write_gguf
-from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_tiny_wan_i2v, write_tiny_wan_lora
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_tiny_wan_i2v, write_tiny_wan_lora, write_umt5_stub
 from wan_accel.convert import convert
 
 DIT_SHAPE = dict(dim=256, layers=2, ffn=512)
@@ -109,3 +112,28 @@ def test_bad_files_give_named_errors_and_the_server_keeps_running(wan_pack, mode
 
     latent, _ = _run_latent(wan_pack, _gguf_loader(models["Q6_K"]), "after_errors")
     assert torch.isfinite(latent).all()
+
+
+def _observed_dequant(server, model_name: str, prefix: str) -> dict:
+    """The GGUF loader's kept stats after one sampling run of the tiny graph."""
+    server.run(graphs.tiny_i2v_graph(loader=_gguf_loader(model_name), filename_prefix=f"latents/{prefix}"))
+    return server.get_json("/wan_accel/stats")["nodes"][graphs.NODE["model"]]
+
+
+def test_the_badge_shows_the_dequant_path_the_run_observed_also_a_forced_fallback(
+        wan_pack, models, comfy_models, tmp_path_factory):
+    default = _observed_dequant(wan_pack, models["Q6_K"], "badge_auto")
+    assert default["stats"]["dequant_path"] == ("torch per layer → float32 on cpu "
+                                                "(data on cpu; the Triton kernels run on CUDA)")
+    server = ComfyServer(base_dir=tmp_path_factory.mktemp("forced_torch"),
+                         env={**os.environ, "WAN_ACCEL_GGUF_DEQUANT": "torch"})
+    try:
+        server.add_model("diffusion_models", wan_pack.models_dir / "diffusion_models" / models["Q6_K"])
+        server.add_model("text_encoders", write_umt5_stub, comfy_models["umt5"])
+        server.start()
+        forced = _observed_dequant(server, models["Q6_K"], "badge_forced")
+    finally:
+        server.stop()
+    print(f"\nbadge, auto: {default['lines']}\nbadge, WAN_ACCEL_GGUF_DEQUANT=torch: {forced['lines']}")
+    assert forced["stats"]["dequant_path"] == "torch per layer → float32 on cpu (WAN_ACCEL_GGUF_DEQUANT=torch)"
+    assert forced["lines"][0] == f"dequant: {forced['stats']['dequant_path']}"

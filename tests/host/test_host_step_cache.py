@@ -37,6 +37,21 @@ def nodes():
 
 
 @pytest.fixture(scope="module")
+def stats():
+    return import_pack_module("nodes.stats")
+
+
+def run_stats(stats, sample, node_id: str) -> tuple[object, dict]:
+    """``sample()`` run as node ``node_id`` of a prompt, and the stats the run published for that node through the
+    pack's one stats channel (``GET /wan_accel/stats`` serves the same entries)."""
+    from comfy_execution.utils import CurrentNodeContext
+
+    with CurrentNodeContext("step-cache-test", node_id):
+        out = sample()
+    return out, stats.latest_stats()[node_id]["stats"]
+
+
+@pytest.fixture(scope="module")
 def reference(tiny) -> torch.Tensor:
     return tiny.sample(steps=STEPS)
 
@@ -53,29 +68,28 @@ def sigmas_of(counter: ForwardCounter) -> list[float]:
     return [round(f.sigma, 6) for f in counter.forwards]
 
 
-def test_threshold_zero_never_skips_and_matches_the_unpatched_model(tiny, nodes, reference):
-    for name, model in (("TeaCache", teacache(nodes, tiny.patcher, rel_l1_thresh=0.0)),
-                        ("MagCache", magcache(nodes, tiny.patcher, magcache_thresh=0.0))):
+def test_threshold_zero_never_skips_and_matches_the_unpatched_model(tiny, nodes, stats, reference):
+    for node_id, name, make in (("10", "TeaCache", lambda: teacache(nodes, tiny.patcher, rel_l1_thresh=0.0)),
+                                ("11", "MagCache", lambda: magcache(nodes, tiny.patcher, magcache_thresh=0.0))):
         counter = ForwardCounter()
-        out = tiny.sample(model, steps=STEPS, counter=counter)
+        out, reported = run_stats(stats, lambda: tiny.sample(make(), steps=STEPS, counter=counter), node_id)
         assert len(counter.forwards) == STEPS, name
         assert torch.equal(out, reference), name
-        assert nodes.LAST_RUN_STATS[""]["steps_computed"] == STEPS
+        assert (reported["steps_computed"], reported["steps_skipped"]) == (STEPS, 0), name
 
 
-def test_huge_threshold_computes_only_the_forced_first_and_last_steps(tiny, nodes, reference):
+def test_huge_threshold_computes_only_the_forced_first_and_last_steps(tiny, nodes, stats, reference):
     plain = ForwardCounter()
     tiny.sample(steps=STEPS, counter=plain)
     expected = [plain.forwards[0].sigma, plain.forwards[-1].sigma]
-    for name, model in (("TeaCache", teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)),
-                        ("MagCache", magcache(nodes, tiny.patcher, magcache_thresh=1e9))):
+    for node_id, name, make in (("12", "TeaCache", lambda: teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)),
+                                ("13", "MagCache", lambda: magcache(nodes, tiny.patcher, magcache_thresh=1e9))):
         counter = ForwardCounter()
-        out = tiny.sample(model, steps=STEPS, counter=counter)
+        out, reported = run_stats(stats, lambda: tiny.sample(make(), steps=STEPS, counter=counter), node_id)
         print(f"\n[host] {name} huge threshold: {len(counter.forwards)}/{STEPS} forwards, "
               f"PSNR {psnr(out, reference):.2f} dB, rel. L2 {relative_l2(out, reference):.4f} vs no cache")
         assert [f.sigma for f in counter.forwards] == expected, name
-        stats = nodes.LAST_RUN_STATS[""]
-        assert (stats["steps_computed"], stats["steps_skipped"]) == (2, 6)
+        assert (reported["steps_computed"], reported["steps_skipped"]) == (2, 6), name
         assert torch.isfinite(out).all() and not torch.equal(out, reference)
 
 

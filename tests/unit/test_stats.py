@@ -159,6 +159,21 @@ def test_run_report_merges_onto_the_nodes_execute_report_and_a_new_execute_repla
     assert [sent[1]["node_id"] for sent in host.prompt_server.sent] == ["4", "4", "4", "4"]
 
 
+def test_a_run_that_changes_nothing_the_node_shows_sends_nothing_and_keeps_its_prompt(host):
+    stats = host.stats
+    host.executing, host.prompt_id = "3", "p1"
+    target = stats.current_target("WanAccelLoadDiTGGUF")
+    stats.report_node_stats("WanAccelLoadDiTGGUF", stats.NodeStats(resident_bytes=2**20))
+    observed = stats.NodeStats(dequant_path="torch per layer → float32 on cpu (data on cpu)")
+    first = stats.report_run_stats(target, observed)
+    host.executing, host.prompt_id = "8", "p2"  # the loader came from the host's cache, the sampler ran again
+    second = stats.report_run_stats(target, observed)
+    assert second == first and first["prompt_id"] == "p1"
+    assert len(host.prompt_server.sent) == 2 and host.get_route()["nodes"]["3"] == first
+    changed = stats.report_run_stats(target, stats.NodeStats(dequant_path="triton per layer → bfloat16 on cuda"))
+    assert changed["prompt_id"] == "p2" and len(host.prompt_server.sent) == 3
+
+
 def test_run_report_does_not_merge_onto_another_node_type_with_the_same_id(host):
     stats = host.stats
     host.executing = "4"

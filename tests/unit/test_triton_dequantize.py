@@ -20,6 +20,7 @@ if not torch.cuda.is_available():
 from kernels.gguf import UnsupportedQuantizationError, dequantize
 from kernels.gguf import backend, custom_op
 from tests.support.triton_aot import run_aot_script
+from kernels.gguf.path_record import DequantRecord, active_record, recording
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton; CI installs "
@@ -52,9 +53,6 @@ def _clean_backend(monkeypatch):
     monkeypatch.delenv(backend.ENV_VAR, raising=False)
     monkeypatch.setattr(backend, "_logged", set())
     monkeypatch.setattr(backend, "UNOWNED", backend.TritonFailures())
-    backend.reset_path_counts()
-    yield
-    backend.reset_path_counts()
 
 
 @needs_triton
@@ -145,11 +143,15 @@ def test_errors_name_the_problem_and_fix():
 
 def test_auto_on_cpu_uses_torch_and_counts():
     blocks = random_blocks(T.Q6_K, 4, seed=8)
-    out = backend.dequantize_on_device(blocks, T.Q6_K, (4, 256), torch.bfloat16)
+    backend.dequantize_on_device(blocks, T.Q6_K, (4, 256), torch.bfloat16)  # outside a recording: not counted
+    with recording(DequantRecord()) as record:
+        out = backend.dequantize_on_device(blocks, T.Q6_K, (4, 256), torch.bfloat16, layer="Linear")
     assert torch.equal(out, dequantize(blocks, T.Q6_K, (4, 256), torch.bfloat16))
     assert backend.choose_path(blocks, T.Q6_K, torch.bfloat16)[0] == backend.TORCH
-    assert backend.path_counts() == {("torch", "Q6_K"): 1}
-    assert backend.path_summary() == "GGUF dequant: torch Q6_K x1"
+    assert record.path_counts() == {("torch", "Q6_K"): 1}
+    assert record.summary() == "GGUF dequant: torch Q6_K x1"
+    assert record.describe() == "torch per layer → bfloat16 on cpu (data on cpu; the Triton kernels run on CUDA)"
+    assert active_record() is None
 
 
 def test_env_override_torch_and_invalid(monkeypatch):
@@ -192,11 +194,11 @@ def test_auto_on_cuda_covers_the_four_types_and_three_dtypes(monkeypatch):
 def test_forced_triton_runs_the_kernels_and_logs_once(monkeypatch, caplog):
     monkeypatch.setenv(backend.ENV_VAR, "triton")
     blocks = random_blocks(T.Q5_K, 8, seed=9).to(DEVICE)
-    with caplog.at_level(logging.INFO, logger="wan_accel"):
+    with caplog.at_level(logging.INFO, logger="wan_accel"), recording(DequantRecord()) as record:
         for _ in range(2):
             out = backend.dequantize_on_device(blocks, T.Q5_K, (8, 256), torch.float16)
     assert torch.equal(out, dequantize(blocks, T.Q5_K, (8, 256), torch.float16))
-    assert backend.path_counts() == {("triton", "Q5_K"): 2}
+    assert record.path_counts() == {("triton", "Q5_K"): 2}
     messages = [r.getMessage() for r in caplog.records if r.name == "wan_accel"]
     assert len(messages) == 1 and "GGUF Q5_K dequantisation uses triton: Triton kernels" in messages[0]
     assert backend.choose_path(blocks, T.Q4_0, torch.float16) == ("torch", "no Triton kernel for Q4_0")
@@ -222,10 +224,12 @@ def _broken_triton(monkeypatch) -> list:
 def test_a_failing_kernel_falls_back_to_torch_with_one_warning(monkeypatch, caplog):
     _broken_triton(monkeypatch)
     blocks = random_blocks(T.Q6_K, 2, seed=10)
-    with caplog.at_level(logging.INFO, logger="wan_accel"):
-        out = backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16)
+    with caplog.at_level(logging.INFO, logger="wan_accel"), recording(DequantRecord()) as record:
+        out = backend.dequantize_on_device(blocks, T.Q6_K, (2, 256), torch.bfloat16, layer="Linear")
     assert torch.equal(out, dequantize(blocks, T.Q6_K, (2, 256), torch.bfloat16))
-    assert backend.path_counts() == {("torch", "Q6_K"): 1}
+    assert record.path_counts() == {("torch", "Q6_K"): 1}
+    assert record.fallbacks == {("Linear", "Q6_K"): record.reasons["torch"]}
+    assert record.reasons["torch"].startswith("the Triton kernel failed (RuntimeError: PTX .version 9.9")
     assert backend.triton_problem().startswith("the Triton kernel failed (RuntimeError: PTX .version 9.9")
     assert [r.getMessage() for r in caplog.records] == [f"wan-accel: GGUF Q6_K dequantisation uses torch: "
                                                         f"{backend.triton_problem()}"]

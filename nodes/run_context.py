@@ -1,0 +1,94 @@
+"""One sampling run's context: what our patches really did during the run, published once when it ends.
+
+:func:`install_run_context` puts one OUTER_SAMPLE wrapper first on a model. For every sampling run it gives the
+guider its own copy of ``model_options`` (the host's ``create_model_options_clone``, restored in ``finally``) with
+a fresh :class:`RunContext` in its ``transformer_options``. Our other wrappers find it with :func:`current_run`
+and report into it (step cache, attention, cfg schedule); the GGUF layers add each dequantisation to its
+:class:`~kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
+run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import comfy.model_patcher
+import comfy.patcher_extension
+
+from ..kernels.gguf.path_record import DequantRecord, recording
+from .stats import NodeStats, StatsTarget, report_run_stats
+
+log = logging.getLogger("wan_accel")
+
+RUN_KEY = "wan_accel_run"                 # transformer_options of a run: its RunContext
+WRAPPER_KEY = "wan_accel.run_context"
+DEQUANT_TARGET_KEY = "wan_accel_dequant_target"  # transformer_options: the GGUF loader node the dequant path shows on
+
+
+@dataclass
+class RunContext:
+    """What one sampling run learnt: each node's report, the GGUF dequantisations, the guidance passes."""
+
+    dequant: DequantRecord = field(default_factory=DequantRecord)
+    reports: dict[str, tuple[StatsTarget, NodeStats]] = field(default_factory=dict)
+    predictions: int = 0
+    uncond_passes: int = 0
+
+    def report(self, target: Optional[StatsTarget], stats: NodeStats) -> None:
+        """Adds ``stats`` to what ``target`` (a node's :func:`~nodes.stats.current_target`) reports at the end;
+        fields set by an earlier report of the run stay unless this one sets them. No target: not reported."""
+        if target is None:
+            return
+        earlier = self.reports.get(target.node_id)
+        if earlier is not None and earlier[0].node_type == target.node_type:
+            stats = stats.merged_onto(earlier[1])
+        self.reports[target.node_id] = (target, stats)
+
+    def count_prediction(self, uncond_ran: bool) -> None:
+        """One guided prediction of the run, and whether it ran the unconditional pass."""
+        self.predictions += 1
+        self.uncond_passes += int(uncond_ran)
+
+    def publish(self, dequant_target: Optional[StatsTarget]) -> None:
+        """Sends every report of the run, with the observed dequant path on ``dequant_target``."""
+        path = self.dequant.describe()
+        if path is not None:
+            log.info("wan-accel run: %s; %s", self.dequant.summary(), path)
+            self.report(dequant_target, NodeStats(dequant_path=path))
+        for target, stats in self.reports.values():
+            report_run_stats(target, stats)
+
+
+def current_run(transformer_options: dict) -> Optional[RunContext]:
+    """The run context of the sampling run these ``transformer_options`` belong to, None outside one."""
+    run = transformer_options.get(RUN_KEY)
+    return run if isinstance(run, RunContext) else None
+
+
+def install_run_context(patcher) -> None:
+    """Makes ``patcher`` (a clone the caller owns) open a run context for every sampling run; its wrapper goes
+    first, around every other OUTER_SAMPLE wrapper, so theirs run inside the context."""
+    wrappers = patcher.wrappers.setdefault(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, {})
+    others = {key: value for key, value in wrappers.items() if key != WRAPPER_KEY}
+    wrappers.clear()
+    wrappers[WRAPPER_KEY] = [_outer_sample_wrapper]
+    wrappers.update(others)
+
+
+def _outer_sample_wrapper(executor, *args, **kwargs):
+    """Runs the sampling with its own options and a fresh RunContext; publishes the context when the run ends."""
+    guider = executor.class_obj
+    options = guider.model_options
+    if current_run(options.get("transformer_options", {})) is not None:  # a guider that opened one already
+        return executor(*args, **kwargs)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(options)
+    transformer_options = guider.model_options.setdefault("transformer_options", {})
+    run = RunContext()
+    transformer_options[RUN_KEY] = run
+    try:
+        with recording(run.dequant):
+            return executor(*args, **kwargs)
+    finally:
+        guider.model_options = options
+        run.publish(transformer_options.get(DEQUANT_TARGET_KEY))
