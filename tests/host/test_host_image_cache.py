@@ -19,7 +19,7 @@ import torch
 from tests.support import graphs
 from tests.support.clip_vision_stub import write_clip_vision_h_stub
 from tests.support.comfy_server import read_latent
-from tests.support.host_inprocess import import_host, import_pack_module
+from tests.support.host_inprocess import import_host, import_pack_module, loaded_entries
 from tests.support.tiny_models import write_random_image
 from tests.support.wan_vae_weights import wan21_vae_state_dict, write_wan21_vae
 
@@ -141,12 +141,10 @@ def test_a_host_unload_releases_the_kept_clip_vision_model(reduced_clip_vision, 
         missed, _ = cache_nodes.encode_clip_vision_cached(store, path, _image(6), "center")
         cache_nodes.encode_clip_vision_cached(store, path, _image(7), "center")
         kept = weakref.ref(cache_nodes._kept_clip_vision.value.model)
-        before = sum(m.model is not None and m.model.model is kept() for m in
-                     comfy.model_management.current_loaded_models)
+        before = loaded_entries(kept())
         comfy.model_management.unload_all_models()  # what POST /free with unload_models does
         gc.collect()
-        after = sum(m.model is not None and m.model.model is kept() for m in
-                    comfy.model_management.current_loaded_models)
+        after = loaded_entries(kept())
         hit, was_hit = cache_nodes.encode_clip_vision_cached(store, path, _image(6), "center",
                                                              load=_loader_that_fails)
         _, was_hit_new = cache_nodes.encode_clip_vision_cached(store, path, _image(8), "center")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from kernels.fp8.umt5_file import inspect_umt5_file
 from tests.support import graphs
 from tests.support.comfy_server import ExecutionFailed, read_latent
-from tests.support.host_inprocess import import_pack_module
+from tests.support.host_inprocess import import_pack_module, loaded_entries
 from tests.support.tiny_models import tiny_spiece_model_bytes, tiny_wan_i2v_state_dict
 from tests.support.umt5_files import write_scaled_fp8_umt5, write_small_umt5
 
@@ -234,15 +234,23 @@ def test_fp8_unsupported_falls_back_to_16_bit_with_one_warning(te, files, monkey
     assert "fp8 unsupported" in first.summary() and 0.99 < first.ratio < 1.01
 
 
-def test_cached_encode_in_process_hit_skips_the_encoder(files, tmp_path, monkeypatch):
+def _serve_small_encoder(files, tmp_path, monkeypatch) -> None:
+    """The small bf16 umt5 in a ``text_encoders`` folder the host searches, and a private user directory (where the
+    prompt cache lives)."""
     import folder_paths
 
-    cache = import_pack_module("nodes.prompt_cache_encode")
     models = tmp_path / "text_encoders"
     models.mkdir()
     (models / SMALL_BF16).symlink_to(files["bf16"])
     folder_paths.add_model_folder_path("text_encoders", str(models), is_default=True)
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+
+
+def test_cached_encode_in_process_hit_skips_the_encoder(files, tmp_path, monkeypatch):
+    import folder_paths
+
+    cache = import_pack_module("nodes.prompt_cache_encode")
+    _serve_small_encoder(files, tmp_path, monkeypatch)
     cache._kept.release()
     text = f"{PROMPTS[1]} {uuid.uuid4().hex[:6]}"
     miss = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=512)
@@ -276,25 +284,18 @@ def test_a_host_unload_releases_the_kept_encoder_and_hits_still_work(files, tmp_
     import weakref
 
     import comfy.model_management
-    import folder_paths
 
     cache = import_pack_module("nodes.prompt_cache_encode")
-    models = tmp_path / "text_encoders"
-    models.mkdir()
-    (models / SMALL_BF16).symlink_to(files["bf16"])
-    folder_paths.add_model_folder_path("text_encoders", str(models), is_default=True)
-    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+    _serve_small_encoder(files, tmp_path, monkeypatch)
     cache._kept.release()
     gc.collect()
     text = f"{PROMPTS[2]} {uuid.uuid4().hex[:6]}"
     miss = cache.encode_prompt_cached(SMALL_BF16, text, "cpu", min_length=0)
     kept = weakref.ref(cache._kept.value.clip.patcher.model)
-    loaded_before = sum(m.model is not None and m.model.model is kept() for m in
-                        comfy.model_management.current_loaded_models)
+    loaded_before = loaded_entries(kept())
     comfy.model_management.unload_all_models()  # what POST /free with unload_models does
     gc.collect()
-    loaded_after = sum(m.model is not None and m.model.model is kept() for m in
-                       comfy.model_management.current_loaded_models)
+    loaded_after = loaded_entries(kept())
     print(f"\nkept encoder in current_loaded_models: {loaded_before} before, {loaded_after} after the unload; "
           f"module alive after gc: {kept() is not None}")
     assert "encoder loaded in" in miss.summary() and loaded_before == 1

@@ -39,3 +39,11 @@ def import_pack_module(name: str) -> ModuleType:
         sys.modules[PACK_NAME] = module
         spec.loader.exec_module(module)
     return importlib.import_module(f"{PACK_NAME}.{name}")
+
+
+def loaded_entries(model: torch.nn.Module) -> int:
+    """How many of the host's ``current_loaded_models`` entries hold ``model`` (what ``POST /free`` unloads)."""
+    import comfy.model_management
+
+    return sum(entry.model is not None and entry.model.model is model
+               for entry in comfy.model_management.current_loaded_models)
