@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 
-from kernels.attention import BACKENDS, SDPA, compare, probe_sage
-from kernels.attention.compare import decide, run_backend
-from kernels.attention.dispatch import SAGE, SageInstall, sm_name
-from kernels.attention.nan_guard import GuardCounts, guarded
+from wan_accel_kernels.attention import BACKENDS, SDPA, compare, probe_sage
+from wan_accel_kernels.attention.compare import decide, run_backend
+from wan_accel_kernels.attention.dispatch import SAGE, SageInstall, sm_name
+from wan_accel_kernels.attention.nan_guard import GuardCounts, guarded
 
 SHAPES = {"tiny": (1, 4, 1024, 128), "small": (1, 40, 8190, 128), "wan14b": (1, 40, 32760, 128)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,4 +1,4 @@
-"""Times kernels.gguf.dequantize against gguf-py's numpy dequantize on random valid blocks (best of N, one run).
+"""Times wan_accel_kernels.gguf.dequantize against gguf-py's numpy dequantize on random valid blocks (best of N, one run).
 
 Usage: python benchmarks/dequant.py [--size 4096] [--repeat 5] [--types Q6_K,Q8_0,Q4_K,Q5_K]
 """
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
 from timing import best_time  # noqa: E402  (benchmarks/timing.py)
-from kernels.gguf import dequantize
+from wan_accel_kernels.gguf import dequantize
 
 # Byte offsets of each block type's fp16 scale fields, overwritten with finite values.
 HALF_FIELDS = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2),

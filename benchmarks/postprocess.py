@@ -16,8 +16,8 @@ import torch  # noqa: E402
 
 from synthetic_video import synthetic_video  # noqa: E402  (benchmarks/synthetic_video.py)
 from timing import best_time  # noqa: E402  (benchmarks/timing.py)
-from kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video  # noqa: E402
-from kernels.postprocess.reference_cv2 import enhance_video_naive_cv2  # noqa: E402
+from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video  # noqa: E402
+from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2  # noqa: E402
 
 
 def main() -> None:

@@ -46,9 +46,9 @@ def load_host(comfyui: Optional[str]) -> tuple[Optional[dict], str]:
         import comfy.ops as ops
 
         return {"wan": wan, "vae": vae, "ops": ops, "attention": attention, "import": _pack_module,
-                "gguf": _pack_module("kernels.gguf"), "backend": _pack_module("kernels.gguf.backend"),
-                "path_record": _pack_module("kernels.gguf.path_record"),
-                "reader": _pack_module("kernels.gguf.reader"), "gguf_ops": _pack_module("nodes.gguf_ops")}, ""
+                "gguf": _pack_module("wan_accel_kernels.gguf"), "backend": _pack_module("wan_accel_kernels.gguf.backend"),
+                "path_record": _pack_module("wan_accel_kernels.gguf.path_record"),
+                "reader": _pack_module("wan_accel_kernels.gguf.reader"), "gguf_ops": _pack_module("nodes.gguf_ops")}, ""
     except ImportError as error:
         return None, (f"the host at {comfyui} does not import ({type(error).__name__}: {error}); install the "
                       "wheels listed in benchmarks/README.md")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attention import measure_backends
-from kernels.attention import probe_sage
+from wan_accel_kernels.attention import probe_sage
 from suite_context import SuiteContext
 from suite_runner import Section, SectionResult
 from text_encoder import BLOCKS, measure_linears

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
+from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
 from synthetic_video import synthetic_video
 from suite_context import SuiteContext
 from suite_runner import Section, SectionResult

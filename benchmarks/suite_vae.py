@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from kernels.vae import WAN21_DECODE, decode_frame_by_frame
-from kernels.vae.chunked_decode import one_frame_at_a_time
+from wan_accel_kernels.vae import WAN21_DECODE, decode_frame_by_frame
+from wan_accel_kernels.vae.chunked_decode import one_frame_at_a_time
 from suite_context import SuiteContext
 from suite_runner import SKIPPED, Section, SectionResult
 from wan14b_models import LATENT_CHANNELS, Bench, Shape
@@ -17,7 +17,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class HostWanFrames:
-    """The host's ``WanVAE`` as a ``kernels.vae.CausalFrameDecoder``, on the schedule ``WanVAE.decode`` uses.
+    """The host's ``WanVAE`` as a ``wan_accel_kernels.vae.CausalFrameDecoder``, on the schedule ``WanVAE.decode`` uses.
     (``nodes/vae_decode.py`` has the node's adapter, but importing it pulls in ``comfy.sd`` and the front-end API,
     which a bare GPU image lacks; this follows the same host facts: ComfyUI 0.33's decoder takes the first latent
     frame then pairs and returns a list of chunks, 0.3.64's one frame at a time.)"""
@@ -107,7 +107,7 @@ def run(ctx: SuiteContext) -> SectionResult:
                                              if ctx.dry_run else []),
         f"{ctx.shape.frames} frames {ctx.shape.width}x{ctx.shape.height}, random weights, timed after a full-size "
         "warm-up; peak_gib = working memory above the resident weights and inputs; estimate_gib = the memory "
-        "model's (kernels/vae/memory_model.py) working-memory estimate for the frame-by-frame decode"])
+        "model's (wan_accel_kernels/vae/memory_model.py) working-memory estimate for the frame-by-frame decode"])
 
 
 SECTION = Section("vae", "Wan 2.1 VAE, fp16 and bf16", lambda ctx: ctx.full_or_dry(110, 25), run)

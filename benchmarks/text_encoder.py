@@ -14,13 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 
 from timing import best_time  # noqa: E402  (benchmarks/timing.py)
-from kernels.fp8 import compute_dtype_for, quantize, scaled_linear
-from kernels.prompt_cache import PromptCacheStore, decode_conditioning, encode_conditioning
+from wan_accel_kernels.fp8 import compute_dtype_for, quantize, scaled_linear
+from wan_accel_kernels.prompt_cache import PromptCacheStore, decode_conditioning, encode_conditioning
 
 UMT5_XXL_LINEARS = {"q/k/v/o 4096x4096": ((4096, 4096), 4), "wi_0/wi_1 10240x4096": ((10240, 4096), 2),
                     "wo 4096x10240": ((4096, 10240), 1)}

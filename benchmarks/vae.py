@@ -25,8 +25,8 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from kernels.vae.live_bytes import LiveTensorBytes  # noqa: E402
-from kernels.vae.memory_model import fit_decode_model, measure_step_peaks, relative_fit_error  # noqa: E402
+from wan_accel_kernels.vae.live_bytes import LiveTensorBytes  # noqa: E402
+from wan_accel_kernels.vae.memory_model import fit_decode_model, measure_step_peaks, relative_fit_error  # noqa: E402
 from tests.support.host_inprocess import import_host, import_pack_module  # noqa: E402
 from tests.support.wan_vae_weights import wan21_vae_state_dict  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Error and speed of W8A8 linears at the Wan 2.1 14B block shapes, beside the winner's Q6_K dequant + bf16.
 
 Fidelity (CPU or GPU): relative L2 and cosine against float32 ``x @ w^T`` on DiT-like inputs (a few channels
-20-50x the rest; post-GELU for the FFN down projection), see ``kernels/w8a8/compare.py``. Speed: best-of-N wall
+20-50x the rest; post-GELU for the FFN down projection), see ``wan_accel_kernels/w8a8/compare.py``. Speed: best-of-N wall
 time of each linear at ``--tokens`` tokens (32,760 = 832x480x81 on CUDA by default) for bf16 ``F.linear`` on
 pre-dequantised weights (the baseline), Q6_K dequant + bf16, int8 W8A8 (activation quantisation included) and
 fp8 W8A8, all in one run, with the baseline's time divided by each row's.
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's kernels
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,11 @@ from gguf import GGMLQuantizationType
 
 from dequant import random_blocks  # noqa: E402  (benchmarks/dequant.py)
 from timing import best_time  # noqa: E402  (benchmarks/timing.py)
-from kernels.gguf.backend import dequantize_on_device
-from kernels.w8a8 import default_method, linear, matmul_support, quantize_weight
-from kernels.w8a8.compare import WAN_LINEARS, wan_layer_errors
-from kernels.w8a8.formats import quantize_rows
-from kernels.w8a8.matmul import int8_matmul
+from wan_accel_kernels.gguf.backend import dequantize_on_device
+from wan_accel_kernels.w8a8 import default_method, linear, matmul_support, quantize_weight
+from wan_accel_kernels.w8a8.compare import WAN_LINEARS, wan_layer_errors
+from wan_accel_kernels.w8a8.formats import quantize_rows
+from wan_accel_kernels.w8a8.matmul import int8_matmul
 
 Q6_K = GGMLQuantizationType.Q6_K
 CUDA_TOKENS, CPU_TOKENS = 32760, 512

@@ -2,7 +2,7 @@
 
 Configurations: host bf16 + SDPA (the baseline), the ComfyUI-GGUF style dequantisation (``gguf_style.py``) eager
 and under torch.compile, our exact PyTorch dequant, our Triton dequant, + Sage, + torch.compile, and W8A8 per
-8-bit format where ``kernels.w8a8`` exists. Each row: s/step, memory, cosine / relative L2 against bf16 + SDPA.
+8-bit format where ``wan_accel_kernels.w8a8`` exists. Each row: s/step, memory, cosine / relative L2 against bf16 + SDPA.
 """
 from __future__ import annotations
 
@@ -60,14 +60,14 @@ class Row:
 
 
 def w8a8_module():
-    """``kernels.w8a8`` when that package exists in this checkout, else None."""
-    if importlib.util.find_spec("kernels.w8a8") is None:
+    """``wan_accel_kernels.w8a8`` when that package exists in this checkout, else None."""
+    if importlib.util.find_spec("wan_accel_kernels.w8a8") is None:
         return None
-    return importlib.import_module("kernels.w8a8")
+    return importlib.import_module("wan_accel_kernels.w8a8")
 
 
 def configurations(device: torch.device) -> list[Config]:
-    """:data:`CONFIGS` plus one W8A8 row per 8-bit format of ``kernels.w8a8`` (when it exists), with Sage on CUDA
+    """:data:`CONFIGS` plus one W8A8 row per 8-bit format of ``wan_accel_kernels.w8a8`` (when it exists), with Sage on CUDA
     (the turbo configuration) and SDPA elsewhere (so the CPU dry run exercises it)."""
     w8a8 = w8a8_module()
     attention = "sage" if device.type == "cuda" else "sdpa"
@@ -77,7 +77,7 @@ def configurations(device: torch.device) -> list[Config]:
 
 
 class W8A8Linear(torch.nn.Module):
-    """A Linear whose weight is a ``kernels.w8a8`` QuantizedWeight: 8-bit activations times 8-bit weights."""
+    """A Linear whose weight is a ``wan_accel_kernels.w8a8`` QuantizedWeight: 8-bit activations times 8-bit weights."""
 
     def __init__(self, w8a8, weight: torch.Tensor, bias: Optional[torch.Tensor], fmt: str):
         super().__init__()
@@ -110,12 +110,12 @@ def host_sdpa_override(attention_module) -> Callable:
 
 
 def sage_override(host, device: torch.device):
-    """(override, None) using our ``kernels.attention`` patch when it routes bf16 head_dim 128 to sage, else
+    """(override, None) using our ``wan_accel_kernels.attention`` patch when it routes bf16 head_dim 128 to sage, else
     (None, reason the row is unavailable)."""
     try:
-        attention = host["import"]("kernels.attention")
+        attention = host["import"]("wan_accel_kernels.attention")
     except ImportError as error:
-        return None, f"kernels.attention does not import ({error})"
+        return None, f"wan_accel_kernels.attention does not import ({error})"
     override = attention.AttentionOverride(attention.AUTO, attention.probe_sage())
     decision = override.expected_decision(device, torch.bfloat16, 128)
     if decision.backend != attention.SAGE:

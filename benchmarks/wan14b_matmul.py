@@ -31,8 +31,8 @@ def _paths(host, x: torch.Tensor, data: torch.Tensor, weight: torch.Tensor, size
                                                                                            torch.bfloat16)),
     }
     if host["backend"].triton_problem() is None:
-        triton_dequantize = host["import"]("kernels.gguf.triton_dequantize").triton_dequantize
-        triton_matmul = host["import"]("kernels.gguf.triton_matmul")
+        triton_dequantize = host["import"]("wan_accel_kernels.gguf.triton_dequantize").triton_dequantize
+        triton_matmul = host["import"]("wan_accel_kernels.gguf.triton_matmul")
         paths[TRITON_DEQUANT] = lambda: F.linear(x, triton_dequantize(data, Q6_K, size, torch.bfloat16))
         for tile in fused:
             config = triton_matmul.MatmulConfig(*tile)

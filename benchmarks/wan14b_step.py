@@ -7,7 +7,7 @@ parameters: 30.5 GiB bf16, 12.5 GiB Q6_K) with random *valid* Q6_K blocks (speed
 * ``matmul``: Q6_K linears at Wan shapes, M = tokens (``wan14b_matmul.py``).
 * ``dit``: s/step of one forward (cfg 1) per configuration of ``wan14b_dit.py``: host bf16 + SDPA (baseline), the
   ComfyUI-GGUF style fp16 dequant (eager and compiled), our exact torch dequant, our Triton dequant, + Sage,
-  + torch.compile, W8A8 where ``kernels.w8a8`` exists; ratios, memory, cosine / relative L2 against bf16 + SDPA.
+  + torch.compile, W8A8 where ``wan_accel_kernels.w8a8`` exists; ratios, memory, cosine / relative L2 against bf16 + SDPA.
 * ``vae``: the Wan 2.1 VAE encode and decode of the clip (``suite_vae.py``), after a full-size warm-up.
 
 ``gpu_suite.py`` runs all of this and more within a time budget, writes JSON and markdown, and projects an RTX 4090

@@ -1,1 +1,1 @@
-"""Thin ComfyUI nodes of the pack; the numerics live in ``kernels/``."""
+"""Thin ComfyUI nodes of the pack; the numerics live in ``wan_accel_kernels/``."""

@@ -10,7 +10,7 @@ import comfy.patcher_extension
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.attention import AUTO, BACKENDS, SAGE, SDPA, AttentionOverride, Decision, SageInstall, probe_sage
+from ..wan_accel_kernels.attention import AUTO, BACKENDS, SAGE, SDPA, AttentionOverride, Decision, SageInstall, probe_sage
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 

@@ -16,8 +16,8 @@ import comfy.samplers
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.step_cache import CfgSchedule, parse_cfg_schedule, step_index
-from ..kernels.step_cache.cfg_schedule import FORMAT_HELP
+from ..wan_accel_kernels.step_cache import CfgSchedule, parse_cfg_schedule, step_index
+from ..wan_accel_kernels.step_cache.cfg_schedule import FORMAT_HELP
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 

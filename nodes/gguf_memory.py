@@ -2,7 +2,7 @@
 
 The host sizes a model's weights by its parameters (for us: raw ggml blocks) and its working memory by
 ``BaseModel.memory_required`` (activations). Each forward of a GGUF layer also holds that layer's dequantised
-weight at the compute dtype, with the PyTorch path's unpacking scratch (``kernels/gguf/memory.py``); for the 14B
+weight at the compute dtype, with the PyTorch path's unpacking scratch (``wan_accel_kernels/gguf/memory.py``); for the 14B
 DiT's 13824x5120 FFN matrices that is 141 MB in bf16 from the Triton kernels and 513 MB from the PyTorch path. A
 host that filled memory to what it was told would run out at the first forward, so the largest of these is added
 to the model's ``memory_required``: the host then frees (or offloads) that much more before sampling.
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..kernels.gguf.backend import TORCH, choose_path_on
-from ..kernels.gguf.memory import dequant_peak_bytes
+from ..wan_accel_kernels.gguf.backend import TORCH, choose_path_on
+from ..wan_accel_kernels.gguf.memory import dequant_peak_bytes
 from .gguf_ops import is_quantized
 
 log = logging.getLogger("wan_accel")

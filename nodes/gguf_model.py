@@ -11,9 +11,9 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
-from ..kernels.gguf import DEQUANTIZE_TYPES, dequantize
-from ..kernels.gguf.reader import GGUFFileError, GGUFModelFile, read_gguf
-from ..kernels.w8a8 import matmul_support, runs_on
+from ..wan_accel_kernels.gguf import DEQUANTIZE_TYPES, dequantize
+from ..wan_accel_kernels.gguf.reader import GGUFFileError, GGUFModelFile, read_gguf
+from ..wan_accel_kernels.w8a8 import matmul_support, runs_on
 from .gguf_memory import reserve_dequant_memory
 from .gguf_ops import make_gguf_operations
 from .gguf_patcher import GGUFModelPatcher

@@ -13,9 +13,9 @@ import comfy.model_management
 import comfy.ops
 import torch
 
-from ..kernels.gguf import dequantize
-from ..kernels.gguf.backend import TritonFailures, dequantize_on_device
-from ..kernels.gguf.reader import GGUFTensor
+from ..wan_accel_kernels.gguf import dequantize
+from ..wan_accel_kernels.gguf.backend import TritonFailures, dequantize_on_device
+from ..wan_accel_kernels.gguf.reader import GGUFTensor
 
 
 def is_quantized(module: torch.nn.Module) -> bool:

@@ -25,8 +25,8 @@ import torch
 from comfy_api.latest import io, ui
 from comfy_extras.nodes_wan import WanImageToVideo
 
-from ..kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
-from ..kernels.prompt_cache import CorruptEntry, PromptCacheStore, file_identity
+from ..wan_accel_kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
+from ..wan_accel_kernels.prompt_cache import CorruptEntry, PromptCacheStore, file_identity
 from .kept_model import KeptModel
 from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats

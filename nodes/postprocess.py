@@ -8,7 +8,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..kernels.postprocess import (DEFAULT_CHUNK_FRAMES, DEVICE_CHOICES, GRAIN_MODES, EnhanceParams,
+from ..wan_accel_kernels.postprocess import (DEFAULT_CHUNK_FRAMES, DEVICE_CHOICES, GRAIN_MODES, EnhanceParams,
                                    compute_device_for, enhance_video_with_mask)
 from .stats import NodeStats, report_node_stats
 

@@ -1,7 +1,7 @@
 """Node "Encode Prompt (cached)": umt5 prompt embeddings from a disk cache; the fp8 encoder loads only on a miss.
 
 The key is the prompt, the encoder file's identity (size, mtime, header hash), the storage/compute dtypes and
-the tokenizer options (``kernels/prompt_cache/keys.py``); the value is the CONDITIONING as safetensors under
+the tokenizer options (``wan_accel_kernels/prompt_cache/keys.py``); the value is the CONDITIONING as safetensors under
 the host's user directory (``user/wan_accel/prompt_cache``), which survives restarts (the host empties its
 temp directory at every start). When every prompt of a graph is cached, no encoder weights are read at all.
 On a miss the encoder is loaded by ``load_umt5_fp8`` and kept (one at a time) for the next miss for as long as
@@ -19,8 +19,8 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..kernels.fp8 import GRANULARITIES, compute_dtype_for
-from ..kernels.prompt_cache import (
+from ..wan_accel_kernels.fp8 import GRANULARITIES, compute_dtype_for
+from ..wan_accel_kernels.prompt_cache import (
     PromptCacheStore,
     UncacheableConditioning,
     decode_conditioning,

@@ -4,7 +4,7 @@
 guider its own copy of ``model_options`` (the host's ``create_model_options_clone``, restored in ``finally``) with
 a fresh :class:`RunContext` in its ``transformer_options``. Our other wrappers find it with :func:`current_run`
 and report into it (step cache, attention, cfg schedule); the GGUF layers add each dequantisation to its
-:class:`~kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
+:class:`~wan_accel_kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
 run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Optional
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..kernels.gguf.path_record import DequantRecord, recording
+from ..wan_accel_kernels.gguf.path_record import DequantRecord, recording
 from .stats import NodeStats, StatsTarget, report_run_stats
 
 log = logging.getLogger("wan_accel")

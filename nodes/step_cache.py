@@ -3,7 +3,7 @@
 ``OUTER_SAMPLE`` starts a fresh ``StepCacheRun`` for every sampling run (so nothing survives from one run to
 the next, whatever the cfg) and reports its statistics into the run's context (:mod:`nodes.run_context`); ``DIFFUSION_MODEL`` wraps the Wan model's
 ``_forward`` and either runs it or returns the input plus the cached output delta (see
-``kernels/step_cache/runtime.py`` for why the delta). The calibration node shares the wrapper key, so the
+``wan_accel_kernels/step_cache/runtime.py`` for why the delta). The calibration node shares the wrapper key, so the
 last of these nodes on a model wins.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from comfy.ldm.wan.model import sinusoidal_embedding_1d
 from comfy_api.latest import io, ui
 
-from ..kernels.step_cache import (
+from ..wan_accel_kernels.step_cache import (
     INDICATOR_MODULATION,
     MAGCACHE_RATIOS,
     TEACACHE_COEFFICIENTS,
@@ -33,7 +33,7 @@ from ..kernels.step_cache import (
     load_profile,
     step_index,
 )
-from ..kernels.step_cache.runtime import SkipPolicy
+from ..wan_accel_kernels.step_cache.runtime import SkipPolicy
 from .model_files import list_model_files, resolve_model_file
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, StatsTarget, current_target, seconds_per_step

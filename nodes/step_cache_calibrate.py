@@ -12,8 +12,8 @@ import re
 import comfy.patcher_extension
 from comfy_api.latest import io, ui
 
-from ..kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
-from ..kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
+from ..wan_accel_kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
+from ..wan_accel_kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, current_target
 from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options

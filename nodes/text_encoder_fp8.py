@@ -20,8 +20,8 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.fp8 import GRANULARITIES, StorageSupport, compute_dtype_for, storage_support
-from ..kernels.fp8.umt5_file import TOKENIZER_KEY, TextEncoderFileError, UMT5File, inspect_umt5_file
+from ..wan_accel_kernels.fp8 import GRANULARITIES, StorageSupport, compute_dtype_for, storage_support
+from ..wan_accel_kernels.fp8.umt5_file import TOKENIZER_KEY, TextEncoderFileError, UMT5File, inspect_umt5_file
 from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats
 from .text_encoder_ops import make_fp8_text_encoder_ops

@@ -2,7 +2,7 @@
 
 Every other layer (embeddings, relative-attention bias) is the host's ``manual_cast`` one, kept in the 16-bit
 dtype the host builds the encoder with. The Linear plugs into the host's own mechanisms: weights are quantised
-while ``load_state_dict`` hands them over (any file precision, see ``kernels/fp8/scaling.py``), forwards go
+while ``load_state_dict`` hands them over (any file precision, see ``wan_accel_kernels/fp8/scaling.py``), forwards go
 through ``forward_comfy_cast_weights``, and ``convert_weight``/``set_weight`` let the host's LoRA paths
 dequantise, patch and re-quantise with the layer's own scale (stochastic rounding, as the host does for its
 scaled fp8 files), so the host's unpatch, which restores only ``weight``, stays exact.
@@ -16,7 +16,7 @@ import comfy.model_management
 import comfy.ops
 import torch
 
-from ..kernels.fp8 import FP8_DTYPE, FP8_MAX, scaled_linear, weight_from_file
+from ..wan_accel_kernels.fp8 import FP8_DTYPE, FP8_MAX, scaled_linear, weight_from_file
 
 
 def make_fp8_text_encoder_ops(storage_dtype: torch.dtype, granularity: str,

@@ -13,8 +13,8 @@ import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame, one_frame_at_a_time
-from ..kernels.vae.memory_model import CUDA_SAFETY_FACTOR, WAN21_DECODE, WAN21_DECODE_STREAMED, DecodeMemoryModel
+from ..wan_accel_kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame, one_frame_at_a_time
+from ..wan_accel_kernels.vae.memory_model import CUDA_SAFETY_FACTOR, WAN21_DECODE, WAN21_DECODE_STREAMED, DecodeMemoryModel
 from .stats import NodeStats, report_node_stats
 from .vae_loader import precision_name
 
@@ -25,7 +25,7 @@ MIN_TILE_PX = 32
 
 
 class WanFrameDecoder:
-    """The host's Wan 2.1 VAE (``comfy.ldm.wan.vae.WanVAE``) as a ``kernels.vae.chunked_decode.CausalFrameDecoder``."""
+    """The host's Wan 2.1 VAE (``comfy.ldm.wan.vae.WanVAE``) as a ``wan_accel_kernels.vae.chunked_decode.CausalFrameDecoder``."""
 
     def __init__(self, model: comfy.ldm.wan.vae.WanVAE, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype

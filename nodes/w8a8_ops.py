@@ -2,7 +2,7 @@
 
 Only the block linears named by :data:`W8A8_KEYS` (self/cross attention q, k, v, o, the I2V image k/v, and the
 FFN) become W8A8; every other layer (patch embedding, head, time/text/image embeddings) keeps the GGUF layer's
-16-bit path. The weight is one uint8 tensor holding values and scales (``kernels.w8a8.packing``), so the host's
+16-bit path. The weight is one uint8 tensor holding values and scales (``wan_accel_kernels.w8a8.packing``), so the host's
 partial loading moves it, and its LoRA patch/unpatch backs it up and restores it, as one piece:
 
 * full load + LoRA: ``convert_weight`` dequantises the packed weight, the host adds the LoRA, ``set_weight``
@@ -17,8 +17,8 @@ import re
 import comfy.model_management
 import torch
 
-from ..kernels.gguf import dequantize
-from ..kernels.w8a8 import QuantizedWeight, default_method, linear, pack, quantize_weight, unpack
+from ..wan_accel_kernels.gguf import dequantize
+from ..wan_accel_kernels.w8a8 import QuantizedWeight, default_method, linear, pack, quantize_weight, unpack
 from .gguf_lora import split_weight_functions
 from .gguf_ops import is_quantized, make_gguf_operations
 

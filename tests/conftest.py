@@ -1,4 +1,4 @@
-"""Puts the repository root on ``sys.path`` so tests import ``kernels`` and ``wan_accel`` directly."""
+"""Puts the repository root on ``sys.path`` so tests import ``wan_accel_kernels`` and ``wan_accel`` directly."""
 import sys
 from pathlib import Path
 

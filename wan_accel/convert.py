@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
+from wan_accel_kernels.gguf import quantize
+from wan_accel_kernels.gguf.reader import ORIG_SHAPE_KEY
 
 from .gguf_policy import choose_type
-from .kernels_import import ORIG_SHAPE_KEY, quantize
 
 ARCHITECTURE = "wan"
 GGML_QUANTIZATION_VERSION = 2

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from kernels.attention import probe_sage
+from wan_accel_kernels.attention import probe_sage
 from tests.support import graphs
 from tests.support.comfy_server import read_latent
 from tests.support.host_inprocess import import_host, import_pack_module

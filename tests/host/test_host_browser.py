@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support import graphs
 from tests.support.host_inprocess import import_host
 from tests.support.clip_vision_stub import write_clip_vision_h_stub

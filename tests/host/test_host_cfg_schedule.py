@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from kernels.step_cache import parse_cfg_schedule
+from wan_accel_kernels.step_cache import parse_cfg_schedule
 from tests.support.comfy_server import ComfyServer, read_latent
 from tests.support.graphs import NODE, tiny_i2v_graph
 from tests.support.host_inprocess import import_pack_module

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.gguf import dequantize
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf import dequantize
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support import graphs
 from tests.support.comfy_server import ComfyServer, ExecutionFailed, read_latent
 from tests.support.gguf_files import write_gguf

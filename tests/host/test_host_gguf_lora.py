@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.gguf import dequantize
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf import dequantize
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
 from tests.support.tiny_gguf_dit import dit_inputs, write_tiny_gguf_dit
 from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict

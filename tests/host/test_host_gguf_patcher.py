@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.gguf import dequantize
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf import dequantize
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
 from tests.support.tiny_gguf_dit import dit_inputs, loaded_forward, write_tiny_gguf_dit
 from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict
@@ -81,7 +81,7 @@ def test_full_and_partial_loads_apply_lora_after_dequantisation(host, q6k_file):
 
 
 def test_memory_estimate_reserves_the_measured_dequant_peak(host, q6k_file):
-    from kernels.vae.live_bytes import LiveTensorBytes
+    from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
 
     loaded = import_pack_module("nodes.gguf_model").load_wan_gguf(q6k_file, "bf16")
     model = loaded.patcher.model
@@ -108,7 +108,7 @@ def test_memory_estimate_reserves_the_measured_dequant_peak(host, q6k_file):
 
 def test_each_loaded_model_keeps_its_own_triton_failures(host, q6k_file, monkeypatch):
     gguf_model, gguf_ops = import_pack_module("nodes.gguf_model"), import_pack_module("nodes.gguf_ops")
-    backend = import_pack_module("kernels.gguf.backend")
+    backend = import_pack_module("wan_accel_kernels.gguf.backend")
     first, second = (gguf_model.load_wan_gguf(q6k_file, "bf16").patcher.model for _ in range(2))
 
     def layers(model) -> list:

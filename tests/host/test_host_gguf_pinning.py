@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support.host_inprocess import import_host, import_pack_module
 from tests.support.tiny_gguf_dit import write_tiny_gguf_dit
 

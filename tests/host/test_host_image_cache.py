@@ -65,7 +65,7 @@ def _loader_that_fails(path: str, identity: str):
 
 
 def test_clip_vision_hit_is_bit_identical_and_skips_the_model(reduced_clip_vision, cache_nodes, tmp_path):
-    from kernels.prompt_cache import PromptCacheStore
+    from wan_accel_kernels.prompt_cache import PromptCacheStore
 
     model, path = reduced_clip_vision
     store = PromptCacheStore(tmp_path / "cache", max_bytes=1 << 26)
@@ -90,7 +90,7 @@ def test_clip_vision_hit_is_bit_identical_and_skips_the_model(reduced_clip_visio
 
 def test_clip_vision_changed_image_or_crop_misses_and_a_corrupt_entry_is_recomputed(reduced_clip_vision, cache_nodes,
                                                                                    tmp_path):
-    from kernels.prompt_cache import PromptCacheStore
+    from wan_accel_kernels.prompt_cache import PromptCacheStore
 
     model, path = reduced_clip_vision
     store = PromptCacheStore(tmp_path / "cache", max_bytes=1 << 26)
@@ -119,7 +119,7 @@ def test_a_host_unload_releases_the_kept_clip_vision_model(reduced_clip_vision, 
 
     import comfy.clip_vision
     import comfy.model_management
-    from kernels.prompt_cache import PromptCacheStore
+    from wan_accel_kernels.prompt_cache import PromptCacheStore
 
     _, path = reduced_clip_vision
     config = str(tmp_path / "reduced.json")

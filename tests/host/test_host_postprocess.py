@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageSequence
 
-from kernels.postprocess import EnhanceParams, enhance_video_with_mask
+from wan_accel_kernels.postprocess import EnhanceParams, enhance_video_with_mask
 
 FRAMES, HEIGHT, WIDTH = 6, 48, 64
 PARAMS = EnhanceParams(detail_gain=1.6, grain_strength=0.02, seed=11, saturation=1.1)

@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kernels.fp8.umt5_file import inspect_umt5_file
+from wan_accel_kernels.fp8.umt5_file import inspect_umt5_file
 from tests.support import graphs
 from tests.support.comfy_server import ExecutionFailed, read_latent
 from tests.support.host_inprocess import import_pack_module, loaded_entries
@@ -197,7 +197,7 @@ def test_device_option_and_host_model_management(te, files):
 
 
 def test_bad_inputs_name_the_file_and_the_fix(te, files):
-    error_type = import_pack_module("kernels.fp8.umt5_file").TextEncoderFileError
+    error_type = import_pack_module("wan_accel_kernels.fp8.umt5_file").TextEncoderFileError
     with pytest.raises(error_type, match=r"wan_dit_not_a_te.safetensors is not a umt5/T5 text encoder: "
                                                    r"it holds a diffusion model \(DiT\)"):
         te.load_umt5_fp8(str(files["dit"]), "cpu")
@@ -213,7 +213,7 @@ def test_bad_inputs_name_the_file_and_the_fix(te, files):
 
 
 def test_fp8_unsupported_falls_back_to_16_bit_with_one_warning(te, files, monkeypatch, caplog):
-    support = import_pack_module("kernels.fp8.support")
+    support = import_pack_module("wan_accel_kernels.fp8.support")
 
     def no_fp8(device: torch.device) -> None:
         raise RuntimeError("float8 is not implemented on this device")

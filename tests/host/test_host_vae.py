@@ -129,7 +129,7 @@ def test_tiled_path_equals_the_host_tiler_and_reports_its_error(vae_folder, load
 
 
 def test_stored_memory_model_matches_a_fresh_measurement(vae_folder, loader, decode):
-    from kernels.vae.memory_model import measure_step_peaks
+    from wan_accel_kernels.vae.memory_model import measure_step_peaks
 
     with torch.inference_mode():
         vae = loader.load_vae(str(vae_folder / VAE_NAME), "fp32")

@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.attention import override as override_module
-from kernels.attention import sage as sage_module
-from kernels.attention.dispatch import SAGE_KERNELS, dispatch
+from wan_accel_kernels.attention import override as override_module
+from wan_accel_kernels.attention import sage as sage_module
+from wan_accel_kernels.attention.dispatch import SAGE_KERNELS, dispatch
 
 FAKE_VERSION = "2.2.0"
-compare_module = importlib.import_module("kernels.attention.compare")  # the package exports the function compare
+compare_module = importlib.import_module("wan_accel_kernels.attention.compare")  # the package exports the function compare
 
 
 class FakeSage(ModuleType):

@@ -1,10 +1,10 @@
-"""A toy causal video decoder with the ``kernels.vae.chunked_decode.CausalFrameDecoder`` interface, for unit tests."""
+"""A toy causal video decoder with the ``wan_accel_kernels.vae.chunked_decode.CausalFrameDecoder`` interface, for unit tests."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from kernels.vae.chunked_decode import one_frame_at_a_time
+from wan_accel_kernels.vae.chunked_decode import one_frame_at_a_time
 
 
 class ToyCausalDecoder:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from kernels.fp8.umt5_file import LINEAR_WEIGHT
+from wan_accel_kernels.fp8.umt5_file import LINEAR_WEIGHT
 from tests.support.tiny_models import TEXT_DIM, tiny_spiece_model_bytes
 
 SMALL_UMT5 = {"layers": 2, "heads": 8, "d_kv": 16, "d_ff": 1024, "vocab": 256}

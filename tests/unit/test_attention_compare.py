@@ -1,9 +1,9 @@
-"""kernels.attention.compare: error metrics of a backend against float32 SDPA."""
+"""wan_accel_kernels.attention.compare: error metrics of a backend against float32 SDPA."""
 import pytest
 import torch
 
-from kernels.attention import compare, probe_sage
-from kernels.attention.compare import error_metrics
+from wan_accel_kernels.attention import compare, probe_sage
+from wan_accel_kernels.attention.compare import error_metrics
 from tests.support.fake_sage import install_fake_sage
 
 

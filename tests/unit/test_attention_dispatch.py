@@ -1,4 +1,4 @@
-"""kernels.attention.dispatch: the backend decision for each GPU arch, sageattention version and fallback reason."""
+"""wan_accel_kernels.attention.dispatch: the backend decision for each GPU arch, sageattention version and fallback reason."""
 import sys
 from dataclasses import replace
 from types import SimpleNamespace
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kernels.attention import sage as sage_module
-from kernels.attention.dispatch import (
+from wan_accel_kernels.attention import sage as sage_module
+from wan_accel_kernels.attention.dispatch import (
     BACKENDS,
     FP8_CUDA,
     FP8_CUDA_SM90,
@@ -23,7 +23,7 @@ from kernels.attention.dispatch import (
     layout_of,
     version_tuple,
 )
-from kernels.attention.sage import offered_kernels, probe_sage, sage_attention
+from wan_accel_kernels.attention.sage import offered_kernels, probe_sage, sage_attention
 from tests.support.fake_sage import install_fake_sage
 
 SAGE_22 = SageInstall("2.2.0", frozenset(SAGE_KERNELS))

@@ -1,9 +1,9 @@
-"""kernels.attention.nan_guard: the finiteness check reads the output once and allocates nothing of its size."""
+"""wan_accel_kernels.attention.nan_guard: the finiteness check reads the output once and allocates nothing of its size."""
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernels.attention.nan_guard import GuardCounts, guarded, is_finite
+from wan_accel_kernels.attention.nan_guard import GuardCounts, guarded, is_finite
 
 
 class LargestOutput(TorchDispatchMode):

@@ -1,4 +1,4 @@
-"""kernels.attention.override: the host-facing callable, on CPU (SDPA fallback) and with a fake sageattention."""
+"""wan_accel_kernels.attention.override: the host-facing callable, on CPU (SDPA fallback) and with a fake sageattention."""
 import copy
 import logging
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from kernels.attention import AttentionOverride, SageInstall, probe_sage
+from wan_accel_kernels.attention import AttentionOverride, SageInstall, probe_sage
 from tests.support.fake_sage import install_fake_sage
 from tests.support.reference_attention import RecordingAttention, host_attention, reference_attention
 

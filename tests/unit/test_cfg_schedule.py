@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernels.step_cache import parse_cfg_schedule
+from wan_accel_kernels.step_cache import parse_cfg_schedule
 
 
 def test_two_guided_steps_then_cfg_one():

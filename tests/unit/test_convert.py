@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kernels.gguf import dequantize
-from kernels.gguf.reader import read_gguf
+from wan_accel_kernels.gguf import dequantize
+from wan_accel_kernels.gguf.reader import read_gguf
 from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_tiny_wan_i2v
 from wan_accel.convert import ConversionError, convert, main
 from wan_accel.gguf_policy import choose_type, keeps_float

@@ -1,4 +1,4 @@
-"""kernels.encoder_cache: digests see every byte, keys separate what changes the output, fields round-trip exactly."""
+"""wan_accel_kernels.encoder_cache: digests see every byte, keys separate what changes the output, fields round-trip exactly."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
-from kernels.prompt_cache import CorruptEntry, PromptCacheStore
+from wan_accel_kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
+from wan_accel_kernels.prompt_cache import CorruptEntry, PromptCacheStore
 
 
 def _image(seed: int = 0) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8 import FP8_DTYPE, Fp8Linear, quantize, quantize_linears, scaled_linear
+from wan_accel_kernels.fp8 import FP8_DTYPE, Fp8Linear, quantize, quantize_linears, scaled_linear
 
 
 def _rel(approx: torch.Tensor, exact: torch.Tensor) -> float:

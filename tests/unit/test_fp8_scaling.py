@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.fp8 import FP8_DTYPE, FP8_MAX, dequantize, quantize, weight_from_file, weight_scale
-from kernels.fp8 import scaling
+from wan_accel_kernels.fp8 import FP8_DTYPE, FP8_MAX, dequantize, quantize, weight_from_file, weight_scale
+from wan_accel_kernels.fp8 import scaling
 
 
 def _rel_rmse(approx: torch.Tensor, exact: torch.Tensor) -> float:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8 import FP8_DTYPE, compute_dtype_for, storage_support
-from kernels.fp8 import support
+from wan_accel_kernels.fp8 import FP8_DTYPE, compute_dtype_for, storage_support
+from wan_accel_kernels.fp8 import support
 
 
 def test_cpu_stores_fp8_and_computes_fp32():

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from kernels.fp8 import quantize_linears
+from wan_accel_kernels.fp8 import quantize_linears
 
 
 def _import_umt5():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kernels.fp8.umt5_file import UMT5_XXL, TextEncoderFileError, inspect_umt5_file
+from wan_accel_kernels.fp8.umt5_file import UMT5_XXL, TextEncoderFileError, inspect_umt5_file
 from tests.support.tiny_models import tiny_wan_i2v_state_dict, write_umt5_stub
 from tests.support.umt5_files import SMALL_UMT5, small_umt5_state_dict, write_scaled_fp8_umt5, write_small_umt5
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.gguf import backend, dequantize, quantize
-from kernels.gguf.custom_op import gguf_dequantize
+from wan_accel_kernels.gguf import backend, dequantize, quantize
+from wan_accel_kernels.gguf.custom_op import gguf_dequantize
 
 Q6_K, Q8_0 = 14, 8
 
@@ -76,8 +76,8 @@ sys.path.insert(0, sys.argv[1])
 import torch
 from torch._dynamo.utils import counters
 from torch._subclasses.fake_tensor import FakeTensorMode
-from kernels.gguf import backend
-from kernels.gguf.custom_op import triton_kernels
+from wan_accel_kernels.gguf import backend
+from wan_accel_kernels.gguf.custom_op import triton_kernels
 sys.path.insert(0, sys.argv[2])
 from test_gguf_custom_op import q6_k_stack
 

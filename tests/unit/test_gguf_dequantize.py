@@ -1,11 +1,11 @@
-"""kernels.gguf.dequantize must equal gguf-py's numpy dequantisation bit for bit, for every supported type."""
+"""wan_accel_kernels.gguf.dequantize must equal gguf-py's numpy dequantisation bit for bit, for every supported type."""
 import numpy as np
 import pytest
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 
-from kernels.gguf import (
+from wan_accel_kernels.gguf import (
     UnsupportedQuantizationError,
     dequantize,
     dequantize_q4_0,

@@ -5,9 +5,9 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as T
 
-from kernels.gguf import block_geometry, dequantize
-from kernels.gguf.memory import dequant_peak_bytes
-from kernels.vae.live_bytes import LiveTensorBytes
+from wan_accel_kernels.gguf import block_geometry, dequantize
+from wan_accel_kernels.gguf.memory import dequant_peak_bytes
+from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
 
 
 @pytest.mark.parametrize("qtype", [T.Q6_K, T.Q8_0, T.Q4_K])

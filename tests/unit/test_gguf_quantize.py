@@ -1,4 +1,4 @@
-"""kernels.gguf.quantize: Q8_0 byte-exact with gguf-py, Q6_K byte-exact with ggml's reference quantiser.
+"""wan_accel_kernels.gguf.quantize: Q8_0 byte-exact with gguf-py, Q6_K byte-exact with ggml's reference quantiser.
 
 The SHA-256 digests below are of ``quantize_row_q6_K_ref`` output from ggml/src/ggml-quants.c compiled with
 ``gcc -O2 -ffp-contract=off`` on the same inputs. ggml's published-style figures (N(0,1): 0.017734, Laplace x 0.02:
@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 
-from kernels.gguf import UnsupportedQuantizationError, dequantize, quantize
+from wan_accel_kernels.gguf import UnsupportedQuantizationError, dequantize, quantize
 
 GGML_Q6_K_SHA256 = {
     "normal": "93f2c40bb95f8b410005cc047e4549423646f6d32c6245de85cbcb5fbd5ffb00",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.gguf import quantize
-from kernels.gguf.reader import GGUFFileError, read_gguf
+from wan_accel_kernels.gguf import quantize
+from wan_accel_kernels.gguf.reader import GGUFFileError, read_gguf
 from tests.support.gguf_files import write_gguf
 
 

@@ -22,7 +22,7 @@ from gguf_style import dequantize_q6_k_fp16  # noqa: E402
 from gpu_specs import RTX_4090, spec_for  # noqa: E402
 from wan14b_models import random_q6_k  # noqa: E402
 
-from kernels.gguf import dequantize  # noqa: E402
+from wan_accel_kernels.gguf import dequantize  # noqa: E402
 
 SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "projection"]
 HOST_SECTIONS = {"dit", "linears", "vae"}

@@ -1,4 +1,4 @@
-"""Pack metadata the Comfy Registry and ComfyUI-Manager rely on, and the layout rule that kernels/ never imports comfy."""
+"""Pack metadata the Comfy Registry and ComfyUI-Manager rely on, and the layout rule that wan_accel_kernels/ never imports comfy."""
 from __future__ import annotations
 
 import ast
@@ -35,7 +35,7 @@ def test_manager_requirements_equal_project_dependencies():
 
 def test_kernels_never_import_comfy():
     offenders = []
-    for path in (REPO_ROOT / "kernels").rglob("*.py"):
+    for path in (REPO_ROOT / "wan_accel_kernels").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             names = []
             if isinstance(node, ast.Import):

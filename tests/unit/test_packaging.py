@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "wan_accel", "kernels")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "wan_accel", "wan_accel_kernels")
 EXPECTED_TOP_LEVEL = {"wan_accel", "wan_accel_kernels"}
 
 
@@ -63,7 +63,7 @@ def test_the_install_claims_only_our_top_level_names(installed):
     assert top_level == EXPECTED_TOP_LEVEL and recorded == EXPECTED_TOP_LEVEL
     assert not (site / "kernels").exists()
     shipped = {p.parent.name for p in (site / "wan_accel_kernels").glob("*/__init__.py")}
-    assert shipped == {p.parent.name for p in (REPO_ROOT / "kernels").glob("*/__init__.py")}
+    assert shipped == {p.parent.name for p in (REPO_ROOT / "wan_accel_kernels").glob("*/__init__.py")}
 
 
 def test_the_installed_cli_and_converter_run_from_another_directory(installed, tmp_path):
@@ -72,7 +72,7 @@ def test_the_installed_cli_and_converter_run_from_another_directory(installed, t
     no_kernels = _run(str(python), "-c", "import kernels", cwd=tmp_path, env=env)
     cli = _run(str(python.parent / "wan-accel"), "--help", cwd=tmp_path, env=env)
     convert = _run(str(python), "-m", "wan_accel.convert", "--help", cwd=tmp_path, env=env)
-    source = _run(str(python), "-c", "import wan_accel.kernels_import as k; print(k.quantize.__module__)",
+    source = _run(str(python), "-c", "import wan_accel.convert as c; print(c.quantize.__module__)",
                   cwd=tmp_path, env=env)
     assert no_kernels.returncode != 0 and "No module named 'kernels'" in no_kernels.stderr
     assert cli.returncode == 0 and "usage" in cli.stdout.lower(), cli.stderr

@@ -1,4 +1,4 @@
-"""Texture & colour post-process (kernels/postprocess): OpenCV agreement, quality figures, determinism, edge cases."""
+"""Texture & colour post-process (wan_accel_kernels/postprocess): OpenCV agreement, quality figures, determinism, edge cases."""
 from __future__ import annotations
 
 import cv2
@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.postprocess import EnhanceParams, enhance_video, enhance_video_with_mask, gaussian_blur, skin_mask
-from kernels.postprocess.filters import morph_open_close
-from kernels.postprocess.metrics import flicker, luma_ssim
-from kernels.postprocess.reference_cv2 import enhance_video_naive_cv2, gaussian_blur_cv2, skin_mask_cv2
-from kernels.postprocess.skin_mask import skin_binary
+from wan_accel_kernels.postprocess import EnhanceParams, enhance_video, enhance_video_with_mask, gaussian_blur, skin_mask
+from wan_accel_kernels.postprocess.filters import morph_open_close
+from wan_accel_kernels.postprocess.metrics import flicker, luma_ssim
+from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2, gaussian_blur_cv2, skin_mask_cv2
+from wan_accel_kernels.postprocess.skin_mask import skin_binary
 
 SKIN_RGB = (0.86, 0.62, 0.52)  # 8-bit YCrCb (173, 161, 105): inside the default Cr/Cb box
 DEFAULT = EnhanceParams()

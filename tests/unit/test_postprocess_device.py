@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.postprocess import EnhanceParams, compute_device_for, enhance_video_with_mask
-from kernels.postprocess import enhance as enhance_module
-from kernels.postprocess.temporal import temporal_radius
+from wan_accel_kernels.postprocess import EnhanceParams, compute_device_for, enhance_video_with_mask
+from wan_accel_kernels.postprocess import enhance as enhance_module
+from wan_accel_kernels.postprocess.temporal import temporal_radius
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)  # a device object only: nothing is allocated on it

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kernels.prompt_cache import (
+from wan_accel_kernels.prompt_cache import (
     FileIdentityError,
     PromptCacheStore,
     UncacheableConditioning,
@@ -17,7 +17,7 @@ from kernels.prompt_cache import (
     file_identity,
     prompt_key,
 )
-from kernels.prompt_cache import store as store_module
+from wan_accel_kernels.prompt_cache import store as store_module
 
 KEY_A, KEY_B, KEY_C = ("a" * 64), ("b" * 64), ("c" * 64)
 

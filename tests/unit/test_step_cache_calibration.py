@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.step_cache import (
+from wan_accel_kernels.step_cache import (
     INDICATOR_EMBEDDING,
     INDICATOR_MODULATION,
     CalibrationRecorder,

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from kernels.step_cache import MAGCACHE_RATIOS, MagCachePolicy, StepGate, resample_ratios
-from kernels.step_cache.magcache import COND, UNCOND, magnitude_ratio, split_streams
+from wan_accel_kernels.step_cache import MAGCACHE_RATIOS, MagCachePolicy, StepGate, resample_ratios
+from wan_accel_kernels.step_cache.magcache import COND, UNCOND, magnitude_ratio, split_streams
 
 FREE = StepGate(first_steps=1, last_steps=0, max_consecutive_skips=100)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.step_cache import MagCachePolicy, StepCacheRun, StepGate, TeaCachePolicy
+from wan_accel_kernels.step_cache import MagCachePolicy, StepCacheRun, StepGate, TeaCachePolicy
 
 STEPS = 8
 FORCED_ENDS = StepGate(first_steps=1, last_steps=1, max_consecutive_skips=100)

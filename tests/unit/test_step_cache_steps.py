@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.step_cache import StepGate, step_index
+from wan_accel_kernels.step_cache import StepGate, step_index
 
 # The sigmas KSampler hands to uni_pc for the tiny Wan model at 8 steps ("simple", shift 8; last 0 -> 0.001).
 SIGMAS = [1.0, 0.9846324324607849, 0.9655600190162659, 0.9412594437599182, 0.9092395305633545,
@@ -56,9 +56,9 @@ def test_gate_rejects_bad_settings(kwargs):
 
 
 def test_both_policies_share_one_skip_bookkeeping():
-    from kernels.step_cache.magcache import MagCachePolicy, MagCacheState
-    from kernels.step_cache.steps import SkipBookkeeping
-    from kernels.step_cache.teacache import TeaCachePolicy, TeaCacheState
+    from wan_accel_kernels.step_cache.magcache import MagCachePolicy, MagCacheState
+    from wan_accel_kernels.step_cache.steps import SkipBookkeeping
+    from wan_accel_kernels.step_cache.teacache import TeaCachePolicy, TeaCacheState
 
     assert MagCachePolicy.commit is TeaCachePolicy.commit is SkipBookkeeping.commit
     mag, tea = MagCacheState((1.0,), accumulated_ratio=0.5, accumulated_error=0.3), TeaCacheState(accumulated=0.4)

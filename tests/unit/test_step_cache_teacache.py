@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.step_cache import (
+from wan_accel_kernels.step_cache import (
     INDICATOR_EMBEDDING,
     INDICATOR_MODULATION,
     TEACACHE_COEFFICIENTS,
     StepGate,
     TeaCachePolicy,
 )
-from kernels.step_cache.teacache import indicator_of, polynomial, relative_l1
+from wan_accel_kernels.step_cache.teacache import indicator_of, polynomial, relative_l1
 
 IDENTITY = (1.0, 0.0)  # P(x) = x: the accumulated value is the plain sum of distances
 

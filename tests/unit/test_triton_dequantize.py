@@ -1,4 +1,4 @@
-"""Triton GGUF dequantisation equals the torch path (kernels.gguf.dequantize) bit for bit, and the backend picks paths.
+"""Triton GGUF dequantisation equals the torch path (wan_accel_kernels.gguf.dequantize) bit for bit, and the backend picks paths.
 
 Without CUDA the kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET=1`` is set here, before the kernels
 module is imported. Tests that need triton are skipped, with the reason shown, when it is not installed.
@@ -17,16 +17,16 @@ from gguf.quants import dequantize as gguf_dequantize
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from kernels.gguf import UnsupportedQuantizationError, dequantize
-from kernels.gguf import backend, custom_op
+from wan_accel_kernels.gguf import UnsupportedQuantizationError, dequantize
+from wan_accel_kernels.gguf import backend, custom_op
 from tests.support.triton_aot import run_aot_script
-from kernels.gguf.path_record import DequantRecord, active_record, recording
+from wan_accel_kernels.gguf.path_record import DequantRecord, active_record, recording
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton; CI installs "
                                                          "it from requirements-test.txt)")
 if HAS_TRITON:
-    from kernels.gguf import triton_dequantize as td
+    from wan_accel_kernels.gguf import triton_dequantize as td
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF_FIELDS = {T.Q8_0: (0,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
@@ -133,7 +133,7 @@ def test_errors_name_the_problem_and_fix():
     data = torch.zeros(210, dtype=torch.uint8, device=DEVICE)
     with pytest.raises(UnsupportedQuantizationError, match=r"Q4_0 is not supported for Triton dequantization"):
         td.triton_dequantize(torch.zeros(18, dtype=torch.uint8), T.Q4_0, (32,))
-    with pytest.raises(ValueError, match=r"not torch.float64; use kernels.gguf.dequantize"):
+    with pytest.raises(ValueError, match=r"not torch.float64; use wan_accel_kernels.gguf.dequantize"):
         td.triton_dequantize(data, T.Q6_K, (256,), torch.float64)
     with pytest.raises(ValueError, match=r"needs 420 bytes, got 210"):
         td.triton_dequantize(data, T.Q6_K, (2, 256))
@@ -294,7 +294,7 @@ import json, re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels.gguf import triton_dequantize as td
+from wan_accel_kernels.gguf import triton_dequantize as td
 found = {}
 for qtype, kernel in td.KERNELS.items():
     source = ASTSource(kernel, {"src": "*u8", "out": "*bf16", "n_values": "i32", "BLOCK": "constexpr"},

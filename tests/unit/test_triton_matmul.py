@@ -15,8 +15,8 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="triton is not installed (pip install triton; CI installs it from "
                                      "requirements-test.txt)")
 
-from kernels.gguf import dequantize  # noqa: E402
-from kernels.gguf.triton_matmul import MatmulConfig, q6_k_linear  # noqa: E402
+from wan_accel_kernels.gguf import dequantize  # noqa: E402
+from wan_accel_kernels.gguf.triton_matmul import MatmulConfig, q6_k_linear  # noqa: E402
 from tests.support.triton_aot import run_aot_script  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,8 +111,8 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kernels.gguf import triton_dequantize as td
-from kernels.gguf import triton_matmul as tm
+from wan_accel_kernels.gguf import triton_dequantize as td
+from wan_accel_kernels.gguf import triton_matmul as tm
 config = tm.MatmulConfig()
 signature = {"x": "*bf16", "w": "*u8", "bias": "*bf16", "y": "*bf16", "M": "i32", "N": "i32", "K": "i32",
              "stride_xm": "i32", "stride_ym": "i32", "HAS_BIAS": "constexpr", "BLOCK_M": "constexpr",

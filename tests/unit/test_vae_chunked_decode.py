@@ -1,10 +1,10 @@
-"""kernels.vae.chunked_decode on a toy causal decoder: streamed steps equal the whole video, overflow stops early."""
+"""wan_accel_kernels.vae.chunked_decode on a toy causal decoder: streamed steps equal the whole video, overflow stops early."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame
+from wan_accel_kernels.vae.chunked_decode import NonFiniteDecode, decode_frame_by_frame
 from tests.support.toy_causal_decoder import ToyCausalDecoder
 
 

@@ -1,11 +1,11 @@
-"""kernels.vae.live_bytes and kernels.vae.memory_model: exact live-byte counts, the fit, the tile choice, the budget."""
+"""wan_accel_kernels.vae.live_bytes and wan_accel_kernels.vae.memory_model: exact live-byte counts, the fit, the tile choice, the budget."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels.vae.live_bytes import LiveTensorBytes
-from kernels.vae.memory_model import (
+from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
+from wan_accel_kernels.vae.memory_model import (
     WAN21_DECODE,
     DecodeMemoryModel,
     fit_decode_model,

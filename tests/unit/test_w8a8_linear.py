@@ -1,4 +1,4 @@
-"""kernels.w8a8: exact int8 accumulation and padding, per-channel/per-token scales, the Hadamard identity, the fp8
+"""wan_accel_kernels.w8a8: exact int8 accumulation and padding, per-channel/per-token scales, the Hadamard identity, the fp8
 emulation against the real ``torch._scaled_mm``, packing through host casts, outlier detection, support reasons."""
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.w8a8 import METHODS, block_size, linear, matmul_support, pack, quantize_weight, rotate, unpack
-from kernels.w8a8.formats import FP8_DTYPE, quantize_rows
-from kernels.w8a8.hadamard import hadamard
-from kernels.w8a8.matmul import emulated_fp8_matmul, int8_matmul, padded
-from kernels.w8a8.outliers import outlier_columns
+from wan_accel_kernels.w8a8 import METHODS, block_size, linear, matmul_support, pack, quantize_weight, rotate, unpack
+from wan_accel_kernels.w8a8.formats import FP8_DTYPE, quantize_rows
+from wan_accel_kernels.w8a8.hadamard import hadamard
+from wan_accel_kernels.w8a8.matmul import emulated_fp8_matmul, int8_matmul, padded
+from wan_accel_kernels.w8a8.outliers import outlier_columns
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

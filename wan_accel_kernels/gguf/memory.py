@@ -3,7 +3,7 @@
 The host sizes a model by the bytes of its parameters; ours are raw ggml blocks, but every forward dequantises one
 layer at a time to the compute dtype. The Triton kernels write the output only; the PyTorch path also holds
 unpacked quants and a float32 product for a moment. That path's peak grows linearly with the weight count, so it
-is measured once per (type, dtype) on a few blocks of zeros (``kernels/vae/live_bytes.py``) and scaled.
+is measured once per (type, dtype) on a few blocks of zeros (``wan_accel_kernels/vae/live_bytes.py``) and scaled.
 """
 from __future__ import annotations
 

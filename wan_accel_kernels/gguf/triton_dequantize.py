@@ -1,6 +1,6 @@
 """Triton kernels that decode raw ggml Q8_0, Q4_K, Q5_K and Q6_K blocks to bf16/fp16/fp32 on the GPU.
 
-Bit-exact against :func:`kernels.gguf.dequantize`: each value is computed in float32 in the same association
+Bit-exact against :func:`wan_accel_kernels.gguf.dequantize`: each value is computed in float32 in the same association
 order (Q6_K ``(d * sc) * q``, Q8_0 ``q * d``, Q4_K/Q5_K ``q * (d * sc) - dmin * m``) and rounded to the output
 dtype to nearest even, as ``Tensor.to`` does. Kernels are launched with ``enable_fp_fusion=False`` so that no
 multiply-add is contracted into an FMA (which would round once instead of twice). Importing this module needs
@@ -169,12 +169,12 @@ def triton_dequantize(
     """Decode raw ggml bytes into a ``shape`` tensor of ``dtype`` on ``data.device`` with one Triton kernel launch.
 
     ``data`` is on a CUDA device (or on CPU under ``TRITON_INTERPRET=1``); same contract and errors as
-    :func:`kernels.gguf.dequantize` for the types in ``TRITON_DEQUANTIZE_TYPES``.
+    :func:`wan_accel_kernels.gguf.dequantize` for the types in ``TRITON_DEQUANTIZE_TYPES``.
     """
     qtype = resolve_qtype(qtype, TRITON_DEQUANTIZE_TYPES, "Triton dequantization")
     if dtype not in TRITON_OUTPUT_DTYPES:
         raise ValueError(f"Triton dequantization writes {', '.join(map(str, TRITON_OUTPUT_DTYPES))}, not {dtype}; "
-                         "use kernels.gguf.dequantize for other dtypes.")
+                         "use wan_accel_kernels.gguf.dequantize for other dtypes.")
     shape = check_raw_blocks(data, qtype, shape)
     out = torch.empty(shape, dtype=dtype, device=data.device)
     launch_device = torch.cuda.device(data.device) if data.is_cuda else contextlib.nullcontext()
@@ -187,7 +187,7 @@ def launch(flat: torch.Tensor, out: torch.Tensor, qtype: QType, traceable: bool)
     """Decodes contiguous raw bytes ``flat`` of a checked ``qtype`` into ``out`` with one launch on the current device.
 
     ``traceable`` launches through ``torch.library.wrap_triton``, so that Inductor sees the kernel inside
-    :mod:`kernels.gguf.custom_op`. A traced launch cannot pass ``enable_fp_fusion=False``; that changes no value: the
+    :mod:`wan_accel_kernels.gguf.custom_op`. A traced launch cannot pass ``enable_fp_fusion=False``; that changes no value: the
     only multiply-adds here (Q4_K/Q5_K) add products of a 5-bit quant, an 11-bit fp16 scale and a 6-bit sub-scale,
     at most 22 significant bits, which float32 holds exactly, so a fused multiply-add rounds just as the two ops do.
     """

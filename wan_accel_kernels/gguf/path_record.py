@@ -1,6 +1,6 @@
 """What the GGUF dequantisation really did for one owner (a sampling run, a benchmark configuration).
 
-The owner opens :func:`recording` around its work; :func:`kernels.gguf.backend.dequantize_on_device` then adds
+The owner opens :func:`recording` around its work; :func:`wan_accel_kernels.gguf.backend.dequantize_on_device` then adds
 every eager call to that :class:`DequantRecord` (path per layer type and GGUF type, each reason, each fallback),
 and a ``torch.compile`` trace adds its trace-time choice once per call site. Nothing is counted outside a
 recording, so no count grows for the life of the process.

@@ -1,6 +1,6 @@
 """Exact cache keys and entries for the image-side encoders (the I2V conditioning-clip VAE encode, CLIP vision).
 
-The entries live in the prompt cache's store (``kernels.prompt_cache.PromptCacheStore``: size limit, oldest-first
+The entries live in the prompt cache's store (``wan_accel_kernels.prompt_cache.PromptCacheStore``: size limit, oldest-first
 eviction, atomic writes, unreadable entries deleted and recomputed). This module adds what is specific to images:
 digests of pixel and weight tensors (dtype, shape and every byte, so a changed image misses), keys that combine
 them with the encoder's identity and the options that change the output, and a name -> tensor-or-None record

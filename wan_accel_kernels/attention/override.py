@@ -85,7 +85,7 @@ def host_hint(head_dim: int, kwargs: dict) -> Optional[str]:
 
 
 class AttentionOverride:
-    """Routes each host attention call to sage or SDPA (see :func:`kernels.attention.dispatch.dispatch`)."""
+    """Routes each host attention call to sage or SDPA (see :func:`wan_accel_kernels.attention.dispatch.dispatch`)."""
 
     def __init__(self, backend: str, sage: SageInstall, nan_guard: bool = True,
                  capability_of: CapabilityFunction = cuda_capability):

@@ -1,7 +1,7 @@
 """Fused Q6_K dequantisation + matmul in Triton for large-M linears: ``y = x @ W.T + bias``, W as raw Q6_K blocks.
 
 Each program computes a ``block_m x block_n`` tile of ``y``. Per K step it decodes its ``block_n x block_k`` slice
-of W in registers with the same code as :mod:`kernels.gguf.triton_dequantize` (so the weights it multiplies equal
+of W in registers with the same code as :mod:`wan_accel_kernels.gguf.triton_dequantize` (so the weights it multiplies equal
 the dequantised weights bit for bit), and accumulates in float32 with ``tl.dot``. W never exists in float in memory.
 Whether that beats dequantise-then-cuBLAS at Wan's M = 32,760 tokens is what ``benchmarks/wan14b_step.py``
 measures; the loader keeps dequantise-then-matmul until a GPU run shows the fused kernel is faster.
@@ -88,7 +88,7 @@ def q6_k_linear(x: torch.Tensor, data: torch.Tensor, shape: Sequence[int], bias:
     out_features, in_features = (int(s) for s in shape)
     if x.dtype not in ACTIVATION_DTYPES:
         raise ValueError(f"q6_k_linear multiplies bf16/fp16 activations, got {x.dtype}; cast x first or use "
-                         "kernels.gguf.backend.dequantize_on_device and torch.nn.functional.linear.")
+                         "wan_accel_kernels.gguf.backend.dequantize_on_device and torch.nn.functional.linear.")
     if x.shape[-1] != in_features:
         raise ValueError(f"x has {x.shape[-1]} features but the Q6_K weight {tuple(shape)} takes {in_features}.")
     if QK_K % config.block_k or config.block_k < 16:
@@ -100,10 +100,10 @@ def q6_k_linear(x: torch.Tensor, data: torch.Tensor, shape: Sequence[int], bias:
     if x.device != data.device:
         raise ValueError(f"x is on {x.device} but the weight bytes are on {data.device}; move both to one device.")
     if bias is not None and bias.device != x.device:
-        raise ValueError(f"kernels/gguf/triton_matmul.py: the bias is on {bias.device} but x is on {x.device}; "
+        raise ValueError(f"wan_accel_kernels/gguf/triton_matmul.py: the bias is on {bias.device} but x is on {x.device}; "
                          "move the bias to x's device.")
     if bias is not None and bias.numel() != out_features:
-        raise ValueError(f"kernels/gguf/triton_matmul.py: the bias has {bias.numel()} values for {out_features} "
+        raise ValueError(f"wan_accel_kernels/gguf/triton_matmul.py: the bias has {bias.numel()} values for {out_features} "
                          "outputs; pass the layer's own bias.")
     rows = x.reshape(-1, in_features).contiguous()
     y = torch.empty((rows.shape[0], out_features), dtype=x.dtype, device=x.device)

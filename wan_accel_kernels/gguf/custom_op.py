@@ -4,7 +4,7 @@
 It is a ``torch.library.triton_op``: Inductor traces its body, so on CUDA it sees the Triton decode (launched through
 ``wrap_triton``) as a user-defined Triton kernel it schedules and can put in a CUDA graph; elsewhere the body is the
 PyTorch decode, which Inductor fuses into its own kernel. The body is also the fake (meta) implementation. Which of
-the two the body runs is its ``use_triton`` argument, chosen before the call by :mod:`kernels.gguf.backend`: the
+the two the body runs is its ``use_triton`` argument, chosen before the call by :mod:`wan_accel_kernels.gguf.backend`: the
 body reads no environment variable, enters no device context, and only looks up the Triton module that the choice
 already imported.
 """

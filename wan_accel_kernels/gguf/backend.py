@@ -1,11 +1,11 @@
 """Run-time choice of the GGUF dequantisation path: Triton kernels on CUDA when they can run, else PyTorch.
 
-Both paths give bit-identical results (see :mod:`kernels.gguf.triton_dequantize`), so the choice only changes
+Both paths give bit-identical results (see :mod:`wan_accel_kernels.gguf.triton_dequantize`), so the choice only changes
 speed. ``WAN_ACCEL_GGUF_DEQUANT`` overrides it: ``auto`` (default), ``torch`` (always the PyTorch path) or
 ``triton`` (Triton wherever the type has a kernel, also on CPU tensors under ``TRITON_INTERPRET=1``; an error
 when Triton cannot run). ``auto`` never sends CUDA tensors to Triton's interpreter. Every eager choice goes to the
-owner's :class:`~kernels.gguf.path_record.DequantRecord` (see :func:`~kernels.gguf.path_record.recording`) and each
-distinct reason is logged once. Either path runs as the operator of :mod:`kernels.gguf.custom_op`; under
+owner's :class:`~wan_accel_kernels.gguf.path_record.DequantRecord` (see :func:`~wan_accel_kernels.gguf.path_record.recording`) and each
+distinct reason is logged once. Either path runs as the operator of :mod:`wan_accel_kernels.gguf.custom_op`; under
 ``torch.compile`` the path is chosen once per traced call site, at trace time, so the graph has no break.
 """
 from __future__ import annotations
@@ -137,10 +137,10 @@ def dequantize_on_device(
     failures: TritonFailures | None = None, layer: str = "tensor",
 ) -> torch.Tensor:
     """Decode raw ggml bytes to a ``shape`` tensor of ``dtype`` on ``data.device``, by the path :func:`choose_path`
-    picks; same contract and errors as :func:`kernels.gguf.dequantize`. A Triton kernel that fails to compile or
+    picks; same contract and errors as :func:`wan_accel_kernels.gguf.dequantize`. A Triton kernel that fails to compile or
     launch (``auto`` only) falls back to torch with a warning, and ``failures`` (the caller's, e.g. one per model;
     :data:`UNOWNED` when None) keeps that key on torch. The call, labelled ``layer`` (the layer type), goes to the
-    active :class:`~kernels.gguf.path_record.DequantRecord`. Under ``torch.compile`` this traces to one operator
+    active :class:`~wan_accel_kernels.gguf.path_record.DequantRecord`. Under ``torch.compile`` this traces to one operator
     call."""
     if int(qtype) in FLOAT_QTYPES:  # a cast or a view of the data, which an operator may not return
         return dequantize(data, qtype, shape, dtype)
