@@ -1,0 +1,51 @@
+"""The host loads our pack the way it loads every custom node (``nodes.load_custom_node``), and that leaves
+``sys.modules["kernels"]`` as it was: Hugging Face's ``kernels`` (which transformers imports) stays theirs, and
+no module of ours is ever registered under the generic top-level name."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+LOAD_AS_THE_HOST_DOES = r"""
+import asyncio, json, sys
+host, pack = sys.argv[1], sys.argv[2]
+sys.path.insert(0, host)
+import comfy.options
+comfy.options.enable_args_parsing(False)
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import nodes
+import kernels
+before = sys.modules.get("kernels")
+before_names = {name for name in sys.modules if name == "kernels" or name.startswith("kernels.")}
+loaded = asyncio.run(nodes.load_custom_node(pack))
+after = sys.modules.get("kernels")
+added = sorted({name for name in sys.modules if name == "kernels" or name.startswith("kernels.")} - before_names)
+files = {name: str(getattr(module, "__file__", None) or "") for name, module in list(sys.modules.items())}
+ours = sorted(name for name, file in files.items()  # a venv may live inside the checkout: site-packages is theirs
+              if name.split(".")[0] == "kernels" and file.startswith(pack + "/") and "site-packages" not in file)
+print(json.dumps({"loaded": loaded, "same": after is before, "before": getattr(before, "__file__", None),
+                  "added": added, "ours_as_kernels": ours,
+                  "registered": sorted(n for n in nodes.NODE_CLASS_MAPPINGS if n.startswith("WanAccel"))}))
+"""
+
+
+def _load_pack() -> dict:
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, "-c", LOAD_AS_THE_HOST_DOES, os.environ["COMFYUI_PATH"], str(REPO_ROOT)],
+                          cwd=REPO_ROOT.parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_loading_the_pack_keeps_hugging_face_kernels_in_sys_modules():
+    result = _load_pack()
+    assert result["loaded"] is True and "WanAccelLoadDiTGGUF" in result["registered"]
+    assert "site-packages" in Path(result["before"]).parts, result["before"]
+    assert result["same"] is True and result["added"] == [] and result["ours_as_kernels"] == []
+
