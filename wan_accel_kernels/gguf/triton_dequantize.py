@@ -187,7 +187,8 @@ def launch(flat: torch.Tensor, out: torch.Tensor, qtype: QType, traceable: bool)
     """Decodes contiguous raw bytes ``flat`` of a checked ``qtype`` into ``out`` with one launch on the current device.
 
     ``traceable`` launches through ``torch.library.wrap_triton``, so that Inductor sees the kernel inside
-    :mod:`wan_accel_kernels.gguf.custom_op`. A traced launch cannot pass ``enable_fp_fusion=False``; that changes no value: the
+    :mod:`wan_accel_kernels.gguf.custom_op`; an interpreted kernel launches raw, as torch 2.11's ``wrap_triton``
+    refuses it (it runs on the CPU, where nothing is compiled). A traced launch cannot pass ``enable_fp_fusion=False``; that changes no value: the
     only multiply-adds here (Q4_K/Q5_K) add products of a 5-bit quant, an 11-bit fp16 scale and a 6-bit sub-scale,
     at most 22 significant bits, which float32 holds exactly, so a fused multiply-add rounds just as the two ops do.
     """
@@ -195,7 +196,7 @@ def launch(flat: torch.Tensor, out: torch.Tensor, qtype: QType, traceable: bool)
     if n_values == 0:
         return
     raw = KERNELS[qtype]
-    kernel = torch.library.wrap_triton(raw) if traceable else raw
+    kernel = torch.library.wrap_triton(raw) if traceable and not interpreting() else raw
     block = INTERPRETER_VALUES_PER_PROGRAM if interpreting() else VALUES_PER_PROGRAM
     options = COMPILE_OPTIONS if kernel is raw else {}  # eager (or interpreted): the raw kernel takes them
     kernel[(triton.cdiv(n_values, block),)](flat, out, n_values, BLOCK=block, **options)
