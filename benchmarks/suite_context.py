@@ -10,7 +10,14 @@ import torch
 from suite_runner import Budget
 from wan14b_models import FULL_14B, Bench, Shape
 
-DRY_SHAPE = Shape(dim=256, layers=2, ffn=768, frames=5, height=64, width=64)
+DRY_SHAPE = Shape(dim=256, layers=1, ffn=512, frames=5, height=32, width=32)
+"""The dry run's sizes: the smallest the host's models and Q6_K rows (256 values) take; 8 tokens, 2 latent frames."""
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"fp32", "bf16" or "fp16" (the torch name for anything else), as the tables print it."""
+    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
 @dataclass
@@ -38,6 +45,16 @@ class SuiteContext:
 
     def device_name(self) -> str:
         return torch.cuda.get_device_name(self.device) if self.cuda else "CPU"
+
+    @property
+    def cpu_fp32(self) -> bool:
+        """The CPU dry run computes every section in fp32: half-precision kernels (3-D convolutions above all)
+        crawl on a CPU, and the dry run checks the harness, not speed."""
+        return self.dry_run and not self.cuda
+
+    def dtype(self, wanted: torch.dtype) -> torch.dtype:
+        """The dtype a section computes in when it measures ``wanted``: fp32 in the CPU dry run, else ``wanted``."""
+        return torch.float32 if self.cpu_fp32 else wanted
 
     def full_or_dry(self, full: float, dry: float) -> float:
         """A section's cost estimate in seconds: ``full`` for the full-size GPU run, ``dry`` for the dry run."""

@@ -6,22 +6,26 @@ import torch
 
 from attention import measure_backends
 from wan_accel_kernels.attention import probe_sage
-from suite_context import SuiteContext
+from wan_accel_kernels.fp8 import compute_dtype_for
+from suite_context import SuiteContext, dtype_name
 from suite_runner import Section, SectionResult
 from text_encoder import BLOCKS, measure_linears
 
 
 def run_attention(ctx: SuiteContext) -> SectionResult:
-    """bf16 attention at 1 x heads x tokens x 128 (1x40x32760x128 at full size); stores seconds per kind."""
+    """bf16 attention (CPU dry run: fp32) at 1 x heads x tokens x 128 (1x40x32760x128 at full size); stores
+    seconds per kind."""
     shape = (1, ctx.shape.heads, ctx.shape.tokens, 128)
     sage = probe_sage()
-    rows = measure_backends(shape, torch.bfloat16, sage, ctx.device, ctx.args.attention_repeat)
+    dtype = ctx.dtype(torch.bfloat16)
+    rows = [{"dtype": dtype_name(dtype), **row}
+            for row in measure_backends(shape, dtype, sage, ctx.device, ctx.args.attention_repeat)]
     seconds: dict[str, float] = {}
     for row in rows:
         if row["status"] == "ok":
             seconds[row["kind"]] = min(seconds.get(row["kind"], float("inf")), row["ms"] / 1e3)
     ctx.measured["attention_s"] = seconds
-    return SectionResult(rows=rows, notes=[f"shape {'x'.join(map(str, shape))} bf16, median of "
+    return SectionResult(rows=rows, notes=[f"shape {'x'.join(map(str, shape))} {dtype_name(dtype)}, median of "
                                            f"{ctx.args.attention_repeat}; error vs float32 SDPA; {sage.describe()}"])
 
 
@@ -40,8 +44,10 @@ def run_text_encoder(ctx: SuiteContext) -> SectionResult:
     table.append({"linear": f"one encode ({BLOCKS} blocks)", "host_bf16_ms": encode["host_bf16_ms"] * 1e3,
                   "fp8_ms": encode["fp8_ms"] * 1e3, "ratio_fp8_bf16": encode["fp8_ms"] / encode["host_bf16_ms"],
                   "bf16_weights_mib": weights["bf16_bytes"] * 1024, "fp8_weights_mib": weights["fp8_bytes"] * 1024})
-    notes = [f"{tokens} tokens, widths / {divisor} (1 = umt5-xxl); Linear weights of the encoder: bf16 {weights['bf16_bytes']:.2f} GiB, fp8 + scales "
-             f"{weights['fp8_bytes']:.2f} GiB"]
+    notes = [f"{tokens} tokens, widths / {divisor} (1 = umt5-xxl); Linear weights of the encoder: bf16 "
+             f"{weights['bf16_bytes']:.2f} GiB, fp8 + scales {weights['fp8_bytes']:.2f} GiB",
+             f"dtypes: fp32 activations; host: bf16 weights cast to fp32 per call; ours: fp8 weights computed in "
+             f"{dtype_name(compute_dtype_for(ctx.device))}"]
     if ctx.cuda:
         notes.append(f"peak VRAM during the section {torch.cuda.max_memory_allocated(ctx.device) / 2**30:.2f} GiB")
     return SectionResult(rows=table, notes=notes)

@@ -9,7 +9,7 @@ import torch
 
 from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
 from synthetic_video import synthetic_video
-from suite_context import SuiteContext
+from suite_context import SuiteContext, dtype_name
 from suite_runner import Section, SectionResult
 
 GPU_CHUNK_FRAMES = 16
@@ -47,7 +47,8 @@ def run(ctx: SuiteContext) -> SectionResult:
         seconds, out = _best(call, times, sync)
         out = out.cpu()
         reference = out if reference is None else reference
-        rows.append({"placement": label, "seconds": seconds, "frames_per_s": shape.frames / seconds,
+        rows.append({"placement": label, "dtype": dtype_name(out.dtype), "seconds": seconds,
+                     "frames_per_s": shape.frames / seconds,
                      "vs_cpu": rows[0]["seconds"] / seconds if rows else 1.0,
                      "max_abs_diff_vs_cpu": float((out - reference).abs().max())})
     return SectionResult(rows=rows, notes=[

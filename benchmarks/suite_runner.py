@@ -1,19 +1,50 @@
 """The GPU suite's budgeted runner and its outputs: sections in priority order, each run only when its estimated
-cost fits the remaining budget (else named as skipped, with the estimate), results written after every section to
-one JSON file and one markdown file, so a run cut short still leaves what it measured.
+cost fits the remaining budget (else named as skipped, with the estimate), each stopped at an optional wall-clock
+limit (the dry run's bound: reported as "skipped: over budget"), results written after every section to one JSON
+file and one markdown file, so a run cut short still leaves what it measured.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 JSON_NAME, MARKDOWN_NAME = "gpu_suite.json", "gpu_suite.md"
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+OVER_BUDGET = "over budget"
+
+
+class OverBudget(BaseException):
+    """Raised into a section that ran past its limit; a BaseException, so the sections' own ``except Exception``
+    (which keep one failing row from costing the others) cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float], why: str = "") -> Iterator[None]:
+    """Raises :class:`OverBudget` (saying ``why``) in the main thread once ``seconds`` of wall time have passed
+    (None: no limit).
+    A SIGALRM timer: it interrupts Python code and sleeps, and a child process waited on (pytest) is killed by
+    ``subprocess.run``; one long native call returns first, which the dry run's tiny shapes keep short."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise OverBudget(why or f"ran past {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -81,7 +112,9 @@ def markdown(report: dict) -> str:
     lines = [f"# wan-accel GPU suite: {report['device']['name']}" + (" (dry run: not speed figures)"
                                                                     if report["dry_run"] else ""), "",
              f"torch {report['device']['torch']}, triton {report['device']['triton']}; budget "
-             f"{report['budget_s']:.0f} s, used {report['elapsed_s']:.0f} s", "",
+             f"{report['budget_s']:.0f} s, used {report['elapsed_s']:.0f} s; per-section limit "
+             f"{_cell(report['section_limit_s'])} s; CPU threads {report['cpu_threads']}; dtypes: "
+             f"{report['dtypes']}", "",
              "| section | status | seconds | estimate s | reason |", "|---|---|---|---|---|"]
     for section in report["sections"]:
         lines.append(f"| {section['name']} | {section['status']} | {_cell(section['seconds'])} | "
@@ -106,9 +139,19 @@ def write_outputs(report: dict, out: Path) -> None:
     (out / MARKDOWN_NAME).write_text(markdown(data), encoding="utf-8")
 
 
-def run_sections(sections: list[Section], ctx: Any, budget: Budget, report: dict, out: Path) -> dict:
-    """Runs ``sections`` in order within ``budget``, appending each outcome to ``report['sections']`` and
-    rewriting the outputs after each one."""
+def _limit(limit_s: Optional[float], budget: Budget) -> tuple[Optional[float], str]:
+    """(seconds, why) of the next section's limit: ``limit_s`` or what is left of the budget, whichever is less."""
+    left = max(budget.remaining(), 0.01)
+    if limit_s is None or limit_s <= left:
+        return limit_s, f"ran past the {limit_s:g} s per-section limit" if limit_s is not None else ""
+    return left, f"ran past the {left:.1f} s left of the budget"
+
+
+def run_sections(sections: list[Section], ctx: Any, budget: Budget, report: dict, out: Path,
+                 limit_s: Optional[float] = None) -> dict:
+    """Runs ``sections`` in order within ``budget``, each stopped after ``limit_s`` seconds or what is left of the
+    budget, whichever is less (None: no limit; a stopped section is skipped "over budget"), appending each outcome
+    to ``report['sections']`` and rewriting the outputs after each one."""
     for section in sections:
         estimate = float(section.estimate(ctx))
         entry = {"name": section.name, "title": section.title, "estimate_s": estimate, "seconds": None,
@@ -122,13 +165,16 @@ def run_sections(sections: list[Section], ctx: Any, budget: Budget, report: dict
         else:
             started = time.perf_counter()
             try:
-                result = section.run(ctx)
+                with time_limit(*_limit(limit_s, budget)):
+                    result = section.run(ctx)
                 entry.update(rows=result.rows, notes=result.notes, status=result.status, reason=result.reason)
+            except OverBudget as stopped:
+                entry.update(status=SKIPPED, reason=f"{OVER_BUDGET}: {stopped}")
             except Exception as error:  # one broken section must not cost the others their numbers
                 traceback.print_exc()
                 entry.update(status=FAILED, reason=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                              if str(error) else type(error).__name__)
-            entry["seconds"] = None if entry["status"] == SKIPPED else time.perf_counter() - started
+            entry["seconds"] = time.perf_counter() - started
             print(f"{entry['status']}{': ' + entry['reason'] if entry['reason'] else ''} "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
         report["elapsed_s"] = budget.elapsed()

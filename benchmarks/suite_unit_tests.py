@@ -9,13 +9,16 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import torch
+
 from suite_context import SuiteContext
-from suite_runner import FAILED, Section, SectionResult
+from suite_runner import FAILED, OK, Section, SectionResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_FILES = ("tests/unit/test_triton_dequantize.py", "tests/unit/test_triton_matmul.py",
               "tests/unit/test_fp8_linear.py")
 W8A8_PATTERN = "test_w8a8*.py"
+NO_TESTS_COLLECTED = 5  # pytest's exit status when it collected nothing
 
 
 DRY_RUN_FILES = ("tests/unit/test_fp8_linear.py",)  # the dry run checks the harness; the unit tier runs the rest
@@ -42,12 +45,24 @@ def _counts(junit: Path) -> list[dict]:
     return list(per_file.values())
 
 
+def verdict(returncode: int, rows: list[dict], summary: str) -> tuple[str, str]:
+    """(status, reason) of the section: failed when a test failed, and failed when no test passed (all skipped, or
+    none collected: pytest's exit 5), since a section that checked nothing must not read as green."""
+    if returncode not in (0, NO_TESTS_COLLECTED):
+        return FAILED, f"pytest exit {returncode}: {summary}"
+    passed, skipped = sum(r["passed"] for r in rows), sum(r["skipped"] for r in rows)
+    if passed == 0:
+        collected = sum(r["passed"] + r["failed"] + r["errors"] + r["skipped"] for r in rows)
+        return FAILED, f"no test passed ({collected} collected, {skipped} skipped): pytest: {summary}"
+    return OK, ""
+
+
 def run(ctx: SuiteContext) -> SectionResult:
     """Runs the test files with pytest (``-x`` off: every failure is counted) and reports the counts."""
     files = test_files(ctx.dry_run)
     env = dict(os.environ)
-    if not ctx.cuda:
-        env["TRITON_INTERPRET"] = "1"  # the CPU dry run: Triton kernels in the interpreter
+    if not ctx.cuda:  # the CPU dry run: Triton kernels in the interpreter, the suite's CPU threads
+        env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS=str(torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as folder:
         junit = Path(folder) / "junit.xml"
         done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(REPO_ROOT / "tests" / "pytest.ini"), "-q",
@@ -55,10 +70,8 @@ def run(ctx: SuiteContext) -> SectionResult:
                               capture_output=True, text=True, timeout=max(ctx.budget.remaining(), 30))
         rows = _counts(junit) if junit.is_file() else []
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-200:]
-    result = SectionResult(rows=rows, notes=[f"pytest {' '.join(files)}: {summary}"])
-    if done.returncode != 0:
-        result.status, result.reason = FAILED, f"pytest exit {done.returncode}: {summary}"
-    return result
+    status, reason = verdict(done.returncode, rows, summary)
+    return SectionResult(rows=rows, notes=[f"pytest {' '.join(files)}: {summary}"], status=status, reason=reason)
 
 
 SECTION = Section("unit_tests", "CUDA unit tests (Triton GGUF bit-exact, fp8 linears, W8A8)",

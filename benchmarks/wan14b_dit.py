@@ -2,7 +2,9 @@
 
 Configurations: host bf16 + SDPA (the baseline), the ComfyUI-GGUF style dequantisation (``gguf_style.py``) eager
 and under torch.compile, our exact PyTorch dequant, our Triton dequant, + Sage, + torch.compile, and W8A8 per
-8-bit format where ``wan_accel_kernels.w8a8`` exists. Each row: s/step, memory, cosine / relative L2 against bf16 + SDPA.
+8-bit format where ``wan_accel_kernels.w8a8`` exists, built by the shipped loader's operations
+(``nodes/w8a8_ops.py``: block linears requantised from the same Q6_K tensors at load). Each row: s/step, memory,
+cosine / relative L2 against bf16 + SDPA. ``args.dtype`` replaces bf16 everywhere (the CPU dry run: fp32).
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from typing import Callable, Optional
 import torch
 
 from gguf_style import make_gguf_style_operations
-from wan14b_models import (Bench, Shape, build_bf16_model, build_wan, compare, dit_inputs, is_q6_k_weight,
-                           load_gguf_tensors, random_tensors)
+from wan14b_models import (Bench, Shape, build_plain_model, build_wan, compare, dit_inputs, load_gguf_tensors,
+                           random_tensors)
 
 BudgetCheck = Callable[[float], Optional[str]]  # estimated seconds -> why it does not fit, or None
 
@@ -31,6 +33,11 @@ class Config:
     attention: str       # "sdpa" or "sage"
     dequant: str = ""    # WAN_ACCEL_GGUF_DEQUANT for gguf models; the 8-bit format for w8a8
     compile: bool = False
+
+    @property
+    def arithmetic(self) -> str:
+        """The precision its linears multiply in: the W8A8 format, else bf16 (GGUF weights are dequantised to it)."""
+        return self.dequant if self.model == "w8a8" else "bf16"
 
 
 CONFIGS = (
@@ -76,30 +83,11 @@ def configurations(device: torch.device) -> list[Config]:
     return [*CONFIGS, *extra]
 
 
-class W8A8Linear(torch.nn.Module):
-    """A Linear whose weight is a ``wan_accel_kernels.w8a8`` QuantizedWeight: 8-bit activations times 8-bit weights."""
-
-    def __init__(self, w8a8, weight: torch.Tensor, bias: Optional[torch.Tensor], fmt: str):
-        super().__init__()
-        self.w8a8, self.qweight, self.bias = w8a8, w8a8.quantize_weight(weight, fmt), bias
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The 8-bit values, for host code that inspects a layer's weight (ComfyUI 0.33's ``linear_input_act``)."""
-        return self.qweight.data
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w8a8.linear(x, self.qweight, self.bias)
-
-
-def to_w8a8(model: torch.nn.Module, fmt: str) -> torch.nn.Module:
-    """Replaces the Q6_K-quantisable Linears of a bf16 model by W8A8 ones, one at a time (bounded extra memory)."""
-    w8a8 = w8a8_module()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear) and is_q6_k_weight("x.weight", tuple(child.weight.shape)):
-                setattr(parent, name, W8A8Linear(w8a8, child.weight.data, child.bias, fmt))
-    return model
+def w8a8_unavailable(device: torch.device, fmt: str) -> Optional[str]:
+    """Why W8A8 ``fmt`` cannot run on ``device`` (no 8-bit units on this GPU), or None (CPU: int8 exact, fp8
+    emulated, both for the dry run)."""
+    support = w8a8_module().matmul_support(device, fmt)
+    return None if support.native or device.type == "cpu" else support.reason
 
 
 def host_sdpa_override(attention_module) -> Callable:
@@ -126,9 +114,9 @@ def sage_override(host, device: torch.device):
 class DitModels:
     """The models of the section, built on demand: the GGUF ones share one set of random Q6_K blocks."""
 
-    def __init__(self, host, shape: Shape, device: torch.device, seed: int):
-        self.host, self.shape, self.device = host, shape, device
-        self.gguf = build_wan(host, shape, host["gguf_ops"].make_gguf_operations(torch.bfloat16), device)
+    def __init__(self, host, shape: Shape, device: torch.device, seed: int, dtype: torch.dtype = torch.bfloat16):
+        self.host, self.shape, self.device, self.dtype = host, shape, device, dtype
+        self.gguf = build_wan(host, shape, host["gguf_ops"].make_gguf_operations(dtype), device, dtype)
         self.tensors = random_tensors(host, self.gguf, device, seed)
         load_gguf_tensors(self.gguf, self.tensors)
         self.gguf_style: Optional[torch.nn.Module] = None
@@ -139,18 +127,25 @@ class DitModels:
     def bf16_gib(self) -> float:
         return 2 * sum(math.prod(t.shape) for t in self.tensors.values()) / 2**30
 
+    def needed_gib(self, config: Config) -> float:
+        """Free memory a new model of ``config`` needs: its weights (16-bit: 2 bytes a value, W8A8: 1) + 10 %."""
+        return self.bf16_gib() * (0.5 if config.model == "w8a8" else 1.0) * 1.1
+
     def model_for(self, config: Config) -> torch.nn.Module:
-        """The model of ``config``; bf16 and W8A8 ones are new (the caller frees them)."""
+        """The model of ``config``; plain and W8A8 ones are new (the caller frees them)."""
         if config.model == "gguf":
             return self.gguf
         if config.model == "gguf_style":
             if self.gguf_style is None:
-                operations = make_gguf_style_operations(self.host)
-                self.gguf_style = load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device),
-                                                    self.tensors)
+                operations = make_gguf_style_operations(self.host, self.dtype)
+                self.gguf_style = load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device,
+                                                              self.dtype), self.tensors)
             return self.gguf_style
-        model = build_bf16_model(self.host, self.shape, self.tensors, self.device)
-        return to_w8a8(model, config.dequant) if config.model == "w8a8" else model
+        if config.model == "w8a8":  # the loader's own layers, requantising the Q6_K tensors as a GGUF file loads
+            operations = self.host["import"]("nodes.w8a8_ops").make_w8a8_operations(self.dtype, config.dequant)
+            return load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device, self.dtype),
+                                     self.tensors)
+        return build_plain_model(self.host, self.shape, self.tensors, self.device, self.dtype)
 
 
 def _estimate(config: Config, forward_s: float, repeat: int, compile_s: float) -> float:
@@ -160,16 +155,17 @@ def _estimate(config: Config, forward_s: float, repeat: int, compile_s: float) -
 def run_dit_section(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = lambda seconds: None) -> list[Row]:
     """Builds the models and times every configuration within the budget; returns the rows (reference first).
 
-    ``args``: ``seed``, ``repeat``, ``configs`` (name filters), ``compile_backend`` and ``compile_s`` / ``forward_s``
-    (the first estimates of a compile and of one forward, refined by the rows measured)."""
+    ``args``: ``seed``, ``repeat``, ``configs`` (name filters), ``compile_backend``, ``dtype`` (bf16 on a GPU) and
+    ``compile_s`` / ``forward_s`` (the first estimates of a compile and of one forward, refined by the rows
+    measured)."""
     device = bench.device
     start = time.perf_counter()
-    models = DitModels(host, shape, device, args.seed)
+    models = DitModels(host, shape, device, args.seed, args.dtype)
     bench.sync()
     print(f"DiT dim {shape.dim}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, {shape.frames}x"
           f"{shape.height}x{shape.width} -> {shape.tokens} tokens; random Q6_K model built in "
           f"{time.perf_counter() - start:.1f} s: {models.q6_k_bytes() / 2**30:.2f} GiB of Q6_K blocks")
-    inputs = dit_inputs(shape, device, args.seed)
+    inputs = dit_inputs(shape, device, args.seed, args.dtype)
     sdpa = host_sdpa_override(host["attention"])
     wanted = [c for c in configurations(device) if not args.configs or any(key in c.name for key in args.configs)]
     rows, reference, forward_s = [], None, args.forward_s
@@ -186,8 +182,12 @@ def run_dit_section(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = 
             if override is None:
                 row.status = f"unavailable: {reason}"
                 continue
-        if config.model in ("bf16", "w8a8") and bench.free_gib() < models.bf16_gib() * 1.1:
-            row.status = f"skipped: bf16 weights need {models.bf16_gib():.1f} GiB, {bench.free_gib():.1f} GiB free"
+        if config.model == "w8a8" and w8a8_unavailable(device, config.dequant) is not None:
+            row.status = f"unavailable: {w8a8_unavailable(device, config.dequant)}"
+            continue
+        if config.model in ("bf16", "w8a8") and bench.free_gib() < models.needed_gib(config):
+            row.status = (f"skipped: its weights need {models.needed_gib(config):.1f} GiB, {bench.free_gib():.1f} GiB "
+                          "free")
             continue
         out = _time_config(host, config, models, override, inputs, bench, args, row)
         if out is None:
@@ -226,9 +226,7 @@ def _time_config(host, config: Config, models: DitModels, override, inputs: dict
                 return model(inputs["x"], inputs["timestep"], inputs["context"], clip_fea=inputs["clip_fea"],
                              transformer_options=options)
         try:
-            row.weights_gib = (sum(p.nbytes for p in model.parameters()) + sum(
-                m.qweight.data.nbytes + m.qweight.scale.nbytes for m in model.modules()
-                if isinstance(m, W8A8Linear))) / 2**30
+            row.weights_gib = sum(p.nbytes for p in model.parameters()) / 2**30  # W8A8: packed values + scales
             before = bench.allocated_gib()
             bench.reset_peak()
             path_record = host["path_record"]

@@ -146,13 +146,15 @@ def is_q6_k_weight(name: str, shape: tuple) -> bool:
     return name.endswith(".weight") and len(shape) == 2 and shape[1] % 256 == 0
 
 
-def build_wan(host, shape: Shape, operations, device: torch.device) -> torch.nn.Module:
-    """The host's Wan 2.1 I2V ``WanModel`` with the config ``comfy.model_detection`` derives for a 14B file."""
+def build_wan(host, shape: Shape, operations, device: torch.device,
+              dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The host's Wan 2.1 I2V ``WanModel`` with the config ``comfy.model_detection`` derives for a 14B file, its
+    unquantised parameters in ``dtype``."""
     return host["wan"].WanModel(
         model_type="i2v", patch_size=(1, 2, 2), text_len=TEXT_TOKENS, in_dim=IN_DIM, dim=shape.dim, ffn_dim=shape.ffn,
         freq_dim=256, text_dim=TEXT_DIM, out_dim=LATENT_CHANNELS, num_heads=shape.heads, num_layers=shape.layers,
         window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6, image_model="wan2.1",
-        device=device, dtype=torch.bfloat16, operations=operations)
+        device=device, dtype=dtype, operations=operations)
 
 
 def random_tensors(host, model: torch.nn.Module, device: torch.device, seed: int) -> dict:
@@ -180,18 +182,10 @@ def load_gguf_tensors(model: torch.nn.Module, tensors: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def build_gguf_model(host, shape: Shape, device: torch.device, seed: int,
-                     operations=None) -> tuple[torch.nn.Module, dict]:
-    """WanModel on our GGUF operations (or ``operations``), Q6_K weights as random blocks on ``device``; also
-    returns the tensors, so other GGUF models can share them."""
-    model = build_wan(host, shape, operations or host["gguf_ops"].make_gguf_operations(torch.bfloat16), device)
-    tensors = random_tensors(host, model, device, seed)
-    return load_gguf_tensors(model, tensors), tensors
-
-
-def build_bf16_model(host, shape: Shape, tensors: dict, device: torch.device) -> torch.nn.Module:
-    """The host's plain bf16 WanModel holding exactly the dequantised GGUF weights (bf16 of the same values)."""
-    model = build_wan(host, shape, host["ops"].disable_weight_init, device)
+def build_plain_model(host, shape: Shape, tensors: dict, device: torch.device,
+                      dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The host's plain WanModel in ``dtype`` (bf16: the baseline) holding exactly the dequantised GGUF weights."""
+    model = build_wan(host, shape, host["ops"].disable_weight_init, device, dtype)
     dequantize = host["backend"].dequantize_on_device
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -219,13 +213,14 @@ def weight_gib(parameters: tuple[int, int]) -> tuple[float, float]:
     return 2 * total / 2**30, (quantised * Q6_K_BYTES_PER_WEIGHT + 4 * (total - quantised)) / 2**30
 
 
-def dit_inputs(shape: Shape, device: torch.device, seed: int) -> dict:
-    """Random I2V inputs: 36-channel latent (noise + mask + image latent), t = 900, umt5 context, CLIP-H tokens."""
+def dit_inputs(shape: Shape, device: torch.device, seed: int, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Random I2V inputs in ``dtype``: 36-channel latent (noise + mask + image latent), t = 900, umt5 context,
+    CLIP-H tokens."""
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     t, h, w = shape.latent
 
     def randn(*size):
-        return torch.randn(size, device=device, generator=gen).to(torch.bfloat16)
+        return torch.randn(size, device=device, generator=gen).to(dtype)
 
     return {"x": randn(1, IN_DIM, t, h, w), "timestep": torch.full((1,), 900.0, device=device),
             "context": randn(1, TEXT_TOKENS, TEXT_DIM), "clip_fea": randn(1, IMAGE_TOKENS, CLIP_DIM)}

@@ -16,6 +16,7 @@ range (``projection_4090.py``: linears, attention and the memory-bound rest scal
 GPU, full size:  COMFYUI_PATH=/path/to/ComfyUI python benchmarks/wan14b_step.py
 CPU check:       COMFYUI_PATH=/path/to/ComfyUI python benchmarks/wan14b_step.py --dim 256 --layers 2 --frames 5 \
                      --height 64 --width 64
+On a CPU every part computes in fp32 (half precision crawls there; the check is of the code, not of speed).
 """
 from __future__ import annotations
 
@@ -43,13 +44,13 @@ from wan14b_models import Bench, Shape, count_parameters, gib, weight_gib  # noq
 
 
 def print_matmul(rows: list[dict], bench: Bench) -> None:
-    print(f"{'weight [out, in]':18} {'path':46} {'ms':>9} {'TFLOPS':>7} {'vs bf16':>8} {'rel L2':>9}")
+    print(f"{'weight [out, in]':18} {'path':62} {'dtype':>5} {'ms':>9} {'TFLOPS':>7} {'vs base':>8} {'rel L2':>9}")
     for row in rows:
         if row["status"] != "ok":
-            print(f"{row['weight']:18} {row['path']:46} {row['status']}")
+            print(f"{row['weight']:18} {row['path']:62} {row['status']}")
             continue
-        print(f"{row['weight']:18} {row['path']:46} {row['ms']:9.3f} {row['tflops']:7.1f} {row['vs_bf16']:7.3f}x "
-              f"{row['rel_l2']:9.2e}")
+        print(f"{row['weight']:18} {row['path']:62} {row['dtype']:>5} {row['ms']:9.3f} {row['tflops']:7.1f} "
+              f"{row['vs_bf16']:7.3f}x {row['rel_l2']:9.2e}")
     if not bench.cuda:
         print("(CPU: the Triton rows ran in Triton's interpreter; their times are not speed figures)")
 
@@ -98,6 +99,7 @@ def main() -> None:
     if host is None:
         parser.error(reason)
     device = torch.device("cuda" if cuda else "cpu")
+    args.dtype = torch.bfloat16 if cuda else torch.float32
     bench = Bench(device)
     shape = Shape(args.dim, args.layers, args.ffn, args.frames, args.height, args.width)
     bf16_gib, q6_k_gib = weight_gib(count_parameters(host, shape))
@@ -107,10 +109,11 @@ def main() -> None:
     sections = set(args.sections.split(","))
     start = time.perf_counter()
     if "matmul" in sections:
-        print(f"\n== Q6_K linears, M = {shape.tokens} tokens, bf16; best of {args.matmul_repeat} ==")
-        matmul_rows = run_matmul_section(host, shape, bench, args.matmul_repeat, args.seed)
+        print(f"\n== Q6_K and W8A8 linears, M = {shape.tokens} tokens; best of {args.matmul_repeat} ==")
+        matmul_rows = run_matmul_section(host, shape, bench, args.matmul_repeat, args.seed, dtype=args.dtype)
         print_matmul(matmul_rows, bench)
-        print(f"per forward the per-token bf16 linears take {linear_seconds(matmul_rows, shape):.4g} s")
+        for arithmetic, seconds in linear_seconds(matmul_rows, shape).items():
+            print(f"per forward the per-token {arithmetic} matmuls take {seconds:.4g} s")
     rows = []
     if "dit" in sections:
         print("\n== DiT forward ==")
@@ -118,7 +121,8 @@ def main() -> None:
         rows = run_dit_section(host, shape, bench, args)
     if "vae" in sections:
         print(f"\n== Wan 2.1 VAE, random weights: {shape.frames} frames {shape.height}x{shape.width} ==")
-        for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        for dtype in (torch.float16, torch.bfloat16) if cuda else (torch.float32,):
+            name = str(dtype).removeprefix("torch.")
             for row in measure_vae(host, shape, bench, dtype):
                 print(f"{name} {row['operation']:22} {row['seconds']:8.2f} s  peak {gib(row['peak_gib'])}  "
                       f"output {row['output']}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import comfy.lora
 import comfy.model_management
 import torch
 
@@ -78,6 +77,10 @@ class AttachedPatches:
         """The dequantised weight with the patches that cannot ride the side path applied (host's own maths)."""
         if self.terms is not None:
             return weight
+        # imported here: comfy.lora loads every host model (comfy.model_base, with torchvision), which the GPU
+        # suite's bare image lacks when it builds the shipped W8A8 layers (benchmarks/README.md)
+        import comfy.lora
+
         patched = comfy.lora.calculate_weight(self.patches, weight.float(), self.key)
         return patched.to(weight.dtype)
 
