@@ -2,7 +2,7 @@
 current on every host CI runs.
 
 The file is written from the newest host (ComfyUI 0.33): ``WAN_ACCEL_WRITE_OBJECT_INFO=1`` with that host rewrites
-it. An older host emits fewer node-level schema fields (0.3.64 lacks ``search_aliases``, ``dev_only`` and others);
+it and fails on purpose (a write is not a check); rerun without the variable to compare. An older host emits fewer node-level schema fields (0.3.64 lacks ``search_aliases``, ``dev_only`` and others);
 there the file must equal what the host serves once those fields, and only those, are left out, and with output
 names as that host renders them (0.3.64 names a V3 output by its type, 0.33 by its display name).
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+import pytest
 
 from tests.support.comfy_server import ComfyServer
 
@@ -49,6 +51,8 @@ def test_object_info_file_of_our_nodes_is_current(wan_pack: ComfyServer):
     current = normalised(wan_pack.object_info(), wan_pack.models_dir)
     if os.environ.get("WAN_ACCEL_WRITE_OBJECT_INFO") == "1":
         OBJECT_INFO_PATH.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        pytest.fail(f"wrote {OBJECT_INFO_PATH.relative_to(REPO_ROOT)}; rerun without WAN_ACCEL_WRITE_OBJECT_INFO to "
+                    "check it", pytrace=False)
     stored = json.loads(OBJECT_INFO_PATH.read_text(encoding="utf-8"))
     expected, newer_fields = as_this_host_serves(stored, current)
     print(f"\n{len(current)} nodes; schema fields of a newer host left out here: {sorted(newer_fields) or 'none'}")

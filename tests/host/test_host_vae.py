@@ -125,7 +125,9 @@ def test_tiled_path_equals_the_host_tiler_and_reports_its_error(vae_folder, load
           f"relative RMSE {rmse:.4f}, PSNR {psnr:.1f} dB")
     assert "tiled 16 px" in summary
     assert torch.equal(tiled, host_tiled)
-    assert 0 < rmse < 1
+    # The error against the exact decode is reported, not bounded: with random weights it is 13 dB PSNR, no closer
+    # than a constant grey image (12.4 dB). It is not zero: the tiled path really ran.
+    assert rmse > 0
 
 
 def test_stored_memory_model_matches_a_fresh_measurement(vae_folder, loader, decode):
@@ -144,16 +146,18 @@ def test_stored_memory_model_matches_a_fresh_measurement(vae_folder, loader, dec
 
 
 def test_cuda_plans_with_the_safety_factor_and_this_hosts_decoder_model(decode):
-    """On CUDA the CPU-fitted model is lifted by the stated factor; the model follows the host's decoder layout."""
+    """On CUDA the CPU-fitted model is lifted by its safety factor, enough to turn a plan that fits the CPU model
+    into a tiled one; the model follows the host's decoder layout."""
     import comfy.ldm.wan.vae
 
     cpu, cuda = decode.decode_memory_model(torch.device("cpu")), decode.decode_memory_model(torch.device("cuda"))
     streamed = hasattr(comfy.ldm.wan.vae.Decoder3d, "run_up")
     assert cpu == (decode.WAN21_DECODE_STREAMED if streamed else decode.WAN21_DECODE)
-    assert decode.CUDA_SAFETY_FACTOR == 1.6
-    assert cuda.activation_bytes(480, 832, 2) == pytest.approx(1.6 * cpu.activation_bytes(480, 832, 2))
+    factor = decode.CUDA_SAFETY_FACTOR
+    assert factor > 1
+    assert cuda.activation_bytes(480, 832, 2) == pytest.approx(factor * cpu.activation_bytes(480, 832, 2))
     weights = 254 * 2 ** 20
-    budget = weights + cpu.activation_bytes(480, 832, 2) * 1.2  # fits the CPU model, not the CUDA one
+    budget = weights + cpu.activation_bytes(480, 832, 2) * (1 + factor) / 2  # fits the CPU model, not the CUDA one
     assert decode.plan_decode((1, 16, 21, 60, 104), torch.float16, weights, budget, memory=cpu).tile is None
     assert decode.plan_decode((1, 16, 21, 60, 104), torch.float16, weights, budget, memory=cuda).tile is not None
 
@@ -173,13 +177,15 @@ def test_out_of_memory_is_retried_tiled_with_one_warning(vae_folder, loader, dec
     with torch.inference_mode(), caplog.at_level(logging.WARNING, logger="wan_accel"):
         vae = loader.load_vae(str(vae_folder / VAE_NAME), "fp32")
         images, summary = decode.decode_bounded(vae, latent, budget_gb=4.0, min_tile_px=16)
-        exact = _host_frames(vae, latent)
+        host_tiled = vae.decode_tiled(latent, tile_x=2, tile_y=2, overlap=1)  # 16 px tiles, overlap tile / 4
     warnings = [r.getMessage() for r in caplog.records if r.name == "wan_accel" and r.levelno == logging.WARNING]
     print(f"\n{summary}\n{warnings}")
     assert len(warnings) == 1 and "ran out of device memory with a budget of 4.00 GiB" in warnings[0]
     assert "out of memory at a 4.00 GiB budget, retried within" in summary and "tiled 16 px" in summary
     assert calls[0] == tuple(latent.shape) and len(calls) > 1
-    assert images.shape == exact.shape and 0 < float((images - exact).abs().max()) < 1
+    # The retry is the host's own tiled decode, bit for bit. No bound against the exact decode would mean much here:
+    # with random weights, 16 px tiles of a 24 px image are 13 dB PSNR from it, a constant grey image 12.4 dB.
+    assert torch.equal(images, host_tiled.reshape(-1, *host_tiled.shape[-3:]))
 
 
 def _decode_graph(image: str) -> dict:

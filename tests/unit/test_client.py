@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +16,7 @@ from tests.support.fake_comfy import HISTORY_OK, FakeComfy
 from wan_accel.bench import Sample
 from wan_accel.bench_servers import ComfyBenchServer
 from wan_accel.cli import ProgressPrinter, main
+from wan_accel import client as client_module
 from wan_accel.client import ComfyClient, ConnectionLost, ProgressEvent, normalise_server, outputs_of
 from wan_accel.doctor import NOT_CHECKED_EXIT, run_doctor
 from wan_accel.graph_fill import Overrides
@@ -57,7 +60,6 @@ def test_execute_reports_progress_and_collects_outputs(fake, tmp_path):
                      ("step", "11", "KSampler", 1, 2), ("step", "11", "KSampler", 2, 2), ("finished", None, "", 0, 0)]
     assert execution.host_seconds() == 2.5
     assert execution.queued_at <= execution.started_at <= execution.finished_at
-    assert execution.seconds + execution.queue_seconds == execution.finished_at - execution.queued_at
     assert [(f.node_id, f.filename, f.subfolder) for f in execution.files] == [("15", "x_00001_.mp4", "wan_accel")]
     assert execution.texts == {"2": ["Load Wan DiT (GGUF): 3.0 M parameters"]}
     [saved] = [client.download(f, tmp_path) for f in execution.files]
@@ -65,6 +67,33 @@ def test_execute_reports_progress_and_collects_outputs(fake, tmp_path):
     posted = json.loads(next(body for method, path, body in fake.requests if path == "/prompt"))
     assert posted == {"prompt": GRAPH, "client_id": client.client_id}
     assert any(path == f"/ws?clientId={client.client_id}" for _, path, _ in fake.requests)
+
+
+def test_queue_and_run_times_are_split_at_the_execution_start_message(fake, monkeypatch):
+    """The client's clock is moved 3 s while the prompt is posted, 1 s at the host's queue status and 5 s at each
+    of the two progress messages: queue time is up to execution_start (4 s), run time from there to the end (10 s)."""
+    fake.ws_messages = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
+                        _progress("11", 1, 2), _progress("11", 2, 2),
+                        {"type": "execution_success", "data": {"prompt_id": "p1"}}]
+    moved = {"seconds": 0.0}
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + moved["seconds"],
+                                                               sleep=time.sleep))
+    client = ComfyClient(fake.url)
+    queue = client.queue
+
+    def slow_queue(graph):
+        reply = queue(graph)
+        moved["seconds"] += 3.0
+        return reply
+
+    def on_progress(event: ProgressEvent) -> None:
+        moved["seconds"] += {"queued": 1.0, "step": 5.0}.get(event.kind, 0.0)
+
+    monkeypatch.setattr(client, "queue", slow_queue)
+    execution = client.execute(GRAPH, on_progress, timeout=30)
+    print(f"\nqueue {execution.queue_seconds:.3f} s, run {execution.seconds:.3f} s")
+    assert 4.0 <= execution.queue_seconds < 5.0  # real time adds a little
+    assert 10.0 <= execution.seconds < 11.0
 
 
 def test_upload_returns_the_name_load_image_takes(fake, tmp_path):

@@ -3,7 +3,8 @@ input and combo value exists in the host's /object_info (core + ours), the winne
 configuration, graph_fill changes exactly what it is asked to, and doctor reports each workflow's files.
 
 The API twins are derived from the UI files (the editor is the authoring tool): after editing a UI file, rewrite
-them with ``WAN_ACCEL_WRITE_API_WORKFLOWS=1 python -m pytest tests/unit/test_workflows.py``.
+them with ``WAN_ACCEL_WRITE_API_WORKFLOWS=1 python -m pytest tests/unit/test_workflows.py -k twins``. That run writes
+the files and fails on purpose (a write is not a check); rerun without the variable to compare.
 """
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ def test_ui_and_api_twins_describe_the_same_graph(name, object_info):
     derived = ui_to_api(json.loads(workflow.ui_path.read_text()), object_info)
     if WRITE_API:
         workflow.api_path.write_text(json.dumps(derived, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        pytest.fail(f"wrote {workflow.api_path.relative_to(REPO_ROOT)}; rerun without WAN_ACCEL_WRITE_API_WORKFLOWS "
+                    "to check it", pytrace=False)
     assert load_api_workflow(workflow.api_path) == derived
 
 
