@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Makes (or refreshes) one virtual environment for one ComfyUI host tree: the host's own pinned
-# requirements, this pack's requirements and the test requirements, with the CPU-only workarounds below.
+# Makes (or refreshes) one virtual environment for one ComfyUI host tree, from the host's lock file
+# .ci/locks/host-VERSION.txt (VERSION: the tree's comfyui_version.py) through .ci/venv_from_lock.sh.
 #
-#   tests/host/setup_host_env.sh HOST_DIR VENV_DIR
+#   tests/host/setup_host_env.sh [--unlocked] HOST_DIR VENV_DIR
 #
-# Idempotent: VENV_DIR/.wan_accel_env records a digest of every input (this script, the three requirement
-# files, the host version, the interpreter); a second run with nothing changed only compares it.
-# It prints one line per change it makes.
+# Without a lock for that version, or with --unlocked (how .ci/make_locks.sh makes the locks), it resolves: the
+# host's own pinned requirements, this pack's requirements and the test requirements, with the CPU-only
+# workarounds below; without a lock it says loudly that the environment is not reproducible.
+# Idempotent: VENV_DIR/.wan_accel_env records a digest of every input (this script, the lock, the three
+# requirement files, the host version, the interpreter); a second run with nothing changed only compares it.
 set -euo pipefail
 
+UNLOCKED=0
+if [ "${1:-}" = "--unlocked" ]; then
+    UNLOCKED=1
+    shift
+fi
 if [ "$#" -ne 2 ]; then
-    echo "usage: $0 HOST_DIR VENV_DIR" >&2
+    echo "usage: $0 [--unlocked] HOST_DIR VENV_DIR" >&2
     exit 2
 fi
 HOST_DIR=$(cd "$1" && pwd)
@@ -24,16 +31,39 @@ if [ ! -f "$HOST_DIR/main.py" ] || [ ! -f "$HOST_DIR/requirements.txt" ]; then
 fi
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$HOST_DIR/comfyui_version.py" 2>/dev/null || true)
 VERSION=${VERSION:-unknown}
+LOCK=$REPO/.ci/locks/host-$VERSION.txt
+INPUTS=("$HOST_DIR/requirements.txt" "$REPO/requirements.txt" "$REPO/requirements-test.txt")
+if [ "$UNLOCKED" -eq 0 ] && [ ! -f "$LOCK" ]; then
+    UNLOCKED=1
+    echo "setup_host_env: ************************************************************************" >&2
+    echo "setup_host_env: NO LOCK for ComfyUI $VERSION ($LOCK): resolving UNLOCKED; this environment is" >&2
+    echo "setup_host_env: NOT reproducible. Make the lock with: .ci/make_locks.sh $HOST_DIR" >&2
+    echo "setup_host_env: ************************************************************************" >&2
+fi
 
 digest() {
-    cat "$0" "$HOST_DIR/requirements.txt" "$REPO/requirements.txt" "$REPO/requirements-test.txt"
-    echo "$VERSION"
+    cat "$0" "${INPUTS[@]}"
+    [ "$UNLOCKED" -eq 1 ] || cat "$LOCK" "$REPO/.ci/venv_from_lock.sh"
+    echo "$VERSION unlocked=$UNLOCKED"
     "$PYTHON" -c 'import sys; print(sys.version)'
 }
 WANT=$(digest | sha256sum | cut -d' ' -f1)
 STAMP="$VENV_DIR/.wan_accel_env"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV_DIR/bin/python" -c "import torch" 2>/dev/null; then
     echo "setup_host_env: $VENV_DIR is up to date for ComfyUI $VERSION (nothing changed)"
+    exit 0
+fi
+
+check_imports() {  # the torch family the host imports at start
+    "$VENV_DIR/bin/python" -c "import torch, torchvision, torchaudio" \
+        || { echo "setup_host_env: torch, torchvision or torchaudio does not import in $VENV_DIR" >&2; exit 1; }
+}
+if [ "$UNLOCKED" -eq 0 ]; then
+    rm -f "$STAMP"
+    PYTHON=$PYTHON "$REPO/.ci/venv_from_lock.sh" "$VENV_DIR" "$LOCK" "${INPUTS[@]}"
+    check_imports
+    echo "$WANT" > "$STAMP"
+    echo "setup_host_env: $VENV_DIR ready for ComfyUI $VERSION (from $LOCK)"
     exit 0
 fi
 
@@ -69,16 +99,15 @@ grep -v -E '^(torch|torchvision|torchaudio)([<>=~ ;]|$)' "$HOST_DIR/requirements
 "${PIP[@]}" -r "$host_reqs" requests -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt"
 rm -f "$host_reqs"
 
-"$VENV_DIR/bin/python" -c "import torch, torchvision, torchaudio" \
-    || { echo "setup_host_env: torch, torchvision or torchaudio does not import in $VENV_DIR" >&2; exit 1; }
+check_imports
 
 after=$(mktemp)
 "$VENV_DIR/bin/python" -m pip freeze --all 2>/dev/null | sort > "$after"
 changes=$(comm -13 "$before" "$after" | wc -l)
-comm -13 "$before" "$after" | sed 's/^/setup_host_env: installed /' | head -40
+comm -13 "$before" "$after" | sed -n '1,40s/^/setup_host_env: installed /p'  # no head: SIGPIPE under pipefail
 if [ "$changes" -gt 40 ]; then
     echo "setup_host_env: ... and $((changes - 40)) more"
 fi
 rm -f "$before" "$after"
 echo "$WANT" > "$STAMP"
-echo "setup_host_env: $VENV_DIR ready for ComfyUI $VERSION ($changes packages changed)"
+echo "setup_host_env: $VENV_DIR ready for ComfyUI $VERSION, unlocked ($changes packages changed)"
