@@ -35,16 +35,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 
-quiet_pip() {  # PYTHON ARGS...: quiet pip install, without the "Location ... is ignored" noise of local indexes
-    local python=$1 rc
-    shift
-    set +e
-    "$python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
-        | grep -v -E "is ignored: it is neither a file nor a directory"
-    rc=${PIPESTATUS[0]}
-    set -e
-    return "$rc"
-}
+. "$REPO/.ci/quiet_pip.sh"
 
 lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
     local target=$1 name venv inputs=() version t0 how
@@ -67,13 +58,13 @@ lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
     case $target in
         unit)
             "$PYTHON" -m venv "$venv"
-            quiet_pip "$venv/bin/python" torch==2.13.0
-            quiet_pip "$venv/bin/python" -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" ;;
+            quiet_pip "$venv/bin/python" install --quiet torch==2.13.0
+            quiet_pip "$venv/bin/python" install --quiet -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" ;;
         device-parity)
             # numpy<2.4: Triton 3.6's interpreter calls int() on one-element arrays (triton/runtime/interpreter.py,
             # tensor __index__), which NumPy 2.4 refuses; a GPU compiles its kernels and never runs that code.
             "$PYTHON" -m venv "$venv"
-            quiet_pip "$venv/bin/python" torch==2.11.0 triton==3.6.0 "${SUITE_WHEELS[@]}" "numpy<2.4" ;;
+            quiet_pip "$venv/bin/python" install --quiet torch==2.11.0 triton==3.6.0 "${SUITE_WHEELS[@]}" "numpy<2.4" ;;
         *) "$REPO/tests/host/setup_host_env.sh" --unlocked "$target" "$venv" ;;
     esac
     {

@@ -30,15 +30,7 @@ if [ "$want_inputs" != "$have_inputs" ]; then
     exit 1
 fi
 
-quiet_pip() {  # pip ARGS...: quiet pip in VENV, without the "Location ... is ignored" noise of local indexes
-    local rc
-    set +e
-    "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 \
-        | grep -v -E "is ignored: it is neither a file nor a directory"
-    rc=${PIPESTATUS[0]}
-    set -e
-    return "$rc"
-}
+. "$(dirname "$0")/quiet_pip.sh"
 frozen() { "$VENV/bin/python" -m pip freeze --all --exclude pip 2>/dev/null | LC_ALL=C sort; }
 locked() { grep -v -E '^(#|$)' "$LOCK" | LC_ALL=C sort; }
 
@@ -57,11 +49,11 @@ if [ "$(frozen)" = "$(locked)" ]; then
     echo "venv_from_lock: $VENV matches $LOCK (nothing changed)"
     exit 0
 fi
-quiet_pip install --quiet --no-deps -r <(locked)
+quiet_pip "$VENV/bin/python" install --quiet --no-deps -r <(locked)
 extra=$(comm -23 <(frozen | sed 's/==.*//' | LC_ALL=C sort) <(locked | sed 's/==.*//' | LC_ALL=C sort))
 if [ -n "$extra" ]; then
     # shellcheck disable=SC2086  # one package name per word
-    quiet_pip uninstall --quiet --yes $extra
+    quiet_pip "$VENV/bin/python" uninstall --quiet --yes $extra
 fi
 if [ "$(frozen)" != "$(locked)" ]; then
     echo "venv_from_lock: $VENV still differs from $LOCK after installing it:" >&2

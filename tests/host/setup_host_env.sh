@@ -71,17 +71,8 @@ if [ ! -x "$VENV_DIR/bin/python" ]; then
     "$PYTHON" -m venv "$VENV_DIR"
     echo "setup_host_env: created $VENV_DIR"
 fi
-PIP=(pip_install "$VENV_DIR/bin/python")
-pip_install() {  # PYTHON ARGS...: pip install, without the "Location ... is ignored" noise of local indexes
-    local python=$1 rc
-    shift
-    set +e
-    "$python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
-        | grep -v -E "is ignored: it is neither a file nor a directory"
-    rc=${PIPESTATUS[0]}
-    set -e
-    return "$rc"
-}
+. "$REPO/.ci/quiet_pip.sh"
+PIP=(quiet_pip "$VENV_DIR/bin/python" install --quiet)
 before=$(mktemp)
 "$VENV_DIR/bin/python" -m pip freeze --all 2>/dev/null | sort > "$before"
 
