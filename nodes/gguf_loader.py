@@ -6,12 +6,13 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from .gguf_model import COMPUTE_CHOICES, COMPUTE_DTYPES, SIXTEEN_BIT, LoadedGGUFModel, load_wan_gguf
-from .model_files import list_model_files, resolve_model_file
+from .model_files import ModelFileInput
 from .run_context import DEQUANT_TARGET_KEY, install_run_context
 from .stats import NodeStats, current_target, report_node_stats
 
 GGUF_EXTENSIONS = {".gguf"}
 NODE_ID = "WanAccelLoadDiTGGUF"
+UNET_FILE = ModelFileInput("unet_name", "diffusion_models", frozenset(GGUF_EXTENSIONS))
 
 
 class LoadWanDiTGGUF(io.ComfyNode):
@@ -33,7 +34,7 @@ class LoadWanDiTGGUF(io.ComfyNode):
                         "dequantised weight, which is then requantised. A GPU without such tensor cores falls back "
                         "to 16 bits and says why; fp8 on CPU is an emulation.",
             inputs=[
-                io.Combo.Input("unet_name", options=list_model_files("diffusion_models", GGUF_EXTENSIONS),
+                io.Combo.Input("unet_name", options=UNET_FILE.options(),
                                tooltip="GGUF file, e.g. wan2.1-i2v-14b-480p-Q6_K.gguf"),
                 io.Combo.Input("compute_dtype", options=["auto", *COMPUTE_DTYPES], default="auto",
                                tooltip="dtype the weights are dequantised to and the DiT computes in; "
@@ -47,8 +48,13 @@ class LoadWanDiTGGUF(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, unet_name: str | None = None) -> bool | str:
+        """Refuses, at queue time, a file name that is not in the dropdown (see nodes/model_files.py)."""
+        return UNET_FILE.validate(unet_name)
+
+    @classmethod
     def execute(cls, unet_name: str, compute_dtype: str, compute: str = SIXTEEN_BIT) -> io.NodeOutput:
-        loaded = load_wan_gguf(resolve_model_file("diffusion_models", unet_name), compute_dtype, compute)
+        loaded = load_wan_gguf(UNET_FILE.resolve(unet_name), compute_dtype, compute)
         loaded.patcher.model_options["transformer_options"][DEQUANT_TARGET_KEY] = current_target(NODE_ID)
         install_run_context(loaded.patcher)  # its sampling runs report the dequant path they observe
         report_node_stats(NODE_ID, _stats(loaded))

@@ -28,12 +28,13 @@ from comfy_extras.nodes_wan import WanImageToVideo
 from ..wan_accel_kernels.encoder_cache import encoder_key, pack_fields, tensor_digest, unpack_fields, weights_digest
 from ..wan_accel_kernels.prompt_cache import CorruptEntry, PromptCacheStore, file_identity
 from .kept_model import KeptModel
-from .model_files import list_model_files, resolve_model_file
+from .model_files import ModelFileInput
 from .stats import NodeStats, report_node_stats
 
 log = logging.getLogger("wan_accel")
 CACHE_LIMIT_BYTES = 1024 ** 3
-CLIP_VISION_EXTENSIONS = {".safetensors"}
+CLIP_VISION_EXTENSIONS = {".safetensors"}  # no pickle: the host loads clip_vision files without safe_load
+CLIP_VISION_FILE = ModelFileInput("clip_name", "clip_vision", frozenset(CLIP_VISION_EXTENSIONS))
 
 _vae_digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _kept_clip_vision: KeptModel[comfy.clip_vision.ClipVisionModel] = KeptModel("CLIP-vision model", lambda m: m.patcher)
@@ -125,7 +126,7 @@ class CLIPVisionEncodeCached(io.ComfyNode):
                         "disk keyed by the image's pixels, the crop and the model file. A re-run with the same "
                         "image reads it back bit-exact without loading the model.",
             inputs=[
-                io.Combo.Input("clip_name", options=list_model_files("clip_vision", CLIP_VISION_EXTENSIONS),
+                io.Combo.Input("clip_name", options=CLIP_VISION_FILE.options(),
                                tooltip="CLIP-vision file in models/clip_vision, e.g. clip_vision_h.safetensors"),
                 io.Image.Input("image"),
                 io.Combo.Input("crop", options=["center", "none"], default="center"),
@@ -134,8 +135,13 @@ class CLIPVisionEncodeCached(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, clip_name: str | None = None) -> bool | str:
+        """Refuses, at queue time, a file name that is not in the dropdown (see nodes/model_files.py)."""
+        return CLIP_VISION_FILE.validate(clip_name)
+
+    @classmethod
     def execute(cls, clip_name: str, image: torch.Tensor, crop: str) -> io.NodeOutput:
-        output, hit = encode_clip_vision_cached(encoder_cache_store(), resolve_model_file("clip_vision", clip_name),
+        output, hit = encode_clip_vision_cached(encoder_cache_store(), CLIP_VISION_FILE.resolve(clip_name),
                                                 image, crop)
         text = f"CLIP vision {clip_name}: {_hit_text(hit)}"
         report_node_stats("WanAccelCLIPVisionEncodeCached", NodeStats(image_encoder_cache="hit" if hit else "miss"))

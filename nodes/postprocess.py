@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..wan_accel_kernels.postprocess import (DEFAULT_CHUNK_FRAMES, DEVICE_CHOICES, GRAIN_MODES, EnhanceParams,
                                    compute_device_for, enhance_video_with_mask)
+from .input_checks import float_problem, first_problem
 from .stats import NodeStats, report_node_stats
 
 NODE_ID = "WanAccelTextureColourEnhance"
@@ -87,6 +88,18 @@ class TextureColourEnhance(io.ComfyNode):
                 io.Mask.Output("skin_mask", tooltip="The feathered skin mask per frame (1 = skin)."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, detail_gain: float | None = None, detail_gain_global: float | None = None,
+                        detail_sigma: float | None = None, grain_strength: float | None = None,
+                        grain_strength_global: float | None = None, grain_sigma: float | None = None,
+                        grain_coherence: float | None = None, saturation: float | None = None,
+                        contrast: float | None = None, temporal_sigma: float | None = None,
+                        motion_threshold: float | None = None, mask_feather_sigma: float | None = None) -> bool | str:
+        """Refuses, at queue time, a NaN, infinite or out-of-range float (NaN saturation made black frames)."""
+        values = dict(locals())
+        del values["cls"]
+        return first_problem(float_problem(cls.define_schema(), values))
 
     @classmethod
     def execute(cls, images: torch.Tensor, chunk_frames: int, device: str = DEVICE_CHOICES[0],

@@ -29,11 +29,10 @@ from ..wan_accel_kernels.prompt_cache import (
     prompt_key,
 )
 from .kept_model import KeptModel
-from .model_files import list_model_files, resolve_model_file
 from .stats import NodeStats, report_node_stats
 from .text_encoder_fp8 import (
     DEVICES,
-    TEXT_ENCODER_EXTENSIONS,
+    TEXT_ENCODER_FILE,
     LoadedTextEncoder,
     dtype_name,
     encoder_devices,
@@ -82,7 +81,7 @@ def encode_prompt_cached(clip_name: str, text: str, device: str = "gpu", granula
     started = time.perf_counter()
     if granularity not in GRANULARITIES:
         raise ValueError(f"scaling must be one of {GRANULARITIES}, got {granularity!r}")
-    path = Path(resolve_model_file("text_encoders", clip_name))
+    path = Path(TEXT_ENCODER_FILE.resolve(clip_name))
     identity = file_identity(path)
     load_device, offload_device = encoder_devices(device)
     options = {"encoder": "umt5xxl", "granularity": granularity,
@@ -141,7 +140,7 @@ class EncodePromptCached(io.ComfyNode):
                         "hit the encoder is not loaded at all; on a miss it is loaded as by 'Load Text Encoder "
                         "(fp8)' and kept for the next miss. Oldest entries are evicted beyond the size limit.",
             inputs=[
-                io.Combo.Input("clip_name", options=list_model_files("text_encoders", TEXT_ENCODER_EXTENSIONS),
+                io.Combo.Input("clip_name", options=TEXT_ENCODER_FILE.options(),
                                tooltip="umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
                 io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="the prompt"),
                 io.Combo.Input("device", options=list(DEVICES), default="gpu",
@@ -157,6 +156,11 @@ class EncodePromptCached(io.ComfyNode):
             ],
             outputs=[io.Conditioning.Output()],
         )
+
+    @classmethod
+    def validate_inputs(cls, clip_name: str | None = None) -> bool | str:
+        """Refuses, at queue time, a file name that is not in the dropdown (see nodes/model_files.py)."""
+        return TEXT_ENCODER_FILE.validate(clip_name)
 
     @classmethod
     def execute(cls, clip_name: str, text: str, device: str, scaling: str, min_length: int, min_padding: int,

@@ -34,7 +34,8 @@ from ..wan_accel_kernels.step_cache import (
     step_index,
 )
 from ..wan_accel_kernels.step_cache.runtime import SkipPolicy
-from .model_files import list_model_files, resolve_model_file
+from .input_checks import first_problem, float_problem
+from .model_files import ModelFileInput
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, StatsTarget, current_target, seconds_per_step
 
@@ -46,6 +47,7 @@ RUN_KEY = "wan_accel_step_cache_run"      # transformer_options: the current run
 PROFILE_FOLDER = "wan_accel_step_cache"   # models/wan_accel_step_cache/*.json
 NO_PROFILE = "none"
 CACHE_DEVICES = ("compute", "offload")
+PROFILE_FILE = ModelFileInput("profile", PROFILE_FOLDER, frozenset({".json"}))
 
 folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
 
@@ -61,7 +63,7 @@ class StepCacheConfig:
 
 def list_profiles() -> list[str]:
     """"none" followed by the calibration profiles in models/wan_accel_step_cache."""
-    return [NO_PROFILE, *list_model_files(PROFILE_FOLDER, {".json"})]
+    return [NO_PROFILE, *PROFILE_FILE.options()]
 
 
 def profile_path(name: str) -> Path:
@@ -71,7 +73,7 @@ def profile_path(name: str) -> Path:
 
 def read_profile(name: str) -> StepCacheProfile:
     """The calibration profile ``name`` of models/wan_accel_step_cache."""
-    return load_profile(resolve_model_file(PROFILE_FOLDER, name))
+    return load_profile(PROFILE_FILE.resolve(name))
 
 
 def require_wan(model: io.Model.Type, node: str) -> torch.nn.Module:
@@ -173,6 +175,11 @@ def _cache_device_input() -> io.Combo.Input:
                                   "(latent-sized, ~8 MB per stream at 832x480x81) and copy it back on a skip.")
 
 
+def validate_profile(profile: str | None) -> bool | str:
+    """``validate_inputs`` answer for the ``profile`` input: "none" or a listed profile."""
+    return True if profile == NO_PROFILE else PROFILE_FILE.validate(profile)
+
+
 def _describe_gate(gate: StepGate) -> str:
     return (f"first {gate.first_steps}/last {gate.last_steps} steps computed, <= {gate.max_consecutive_skips} "
             f"skips in a row, window {gate.start_percent:g}-{gate.end_percent:g}")
@@ -212,6 +219,13 @@ class WanTeaCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with TeaCache.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, profile: str | None = None, rel_l1_thresh: float | None = None,
+                        start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
+        """Refuses, at queue time, an unlisted profile and a NaN, infinite or out-of-range float."""
+        return first_problem(validate_profile(profile), float_problem(cls.define_schema(), {
+            "rel_l1_thresh": rel_l1_thresh, "start_percent": start_percent, "end_percent": end_percent}))
 
     @classmethod
     def execute(cls, model: io.Model.Type, model_type: str, profile: str, rel_l1_thresh: float, first_steps: int,
@@ -267,6 +281,13 @@ class WanMagCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with MagCache.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, profile: str | None = None, magcache_thresh: float | None = None,
+                        retention_ratio: float | None = None) -> bool | str:
+        """Refuses, at queue time, an unlisted profile and a NaN, infinite or out-of-range float."""
+        return first_problem(validate_profile(profile), float_problem(cls.define_schema(), {
+            "magcache_thresh": magcache_thresh, "retention_ratio": retention_ratio}))
 
     @classmethod
     def execute(cls, model: io.Model.Type, model_type: str, profile: str, magcache_thresh: float, magcache_K: int,

@@ -22,13 +22,14 @@ from comfy_api.latest import io, ui
 
 from ..wan_accel_kernels.fp8 import GRANULARITIES, StorageSupport, compute_dtype_for, storage_support
 from ..wan_accel_kernels.fp8.umt5_file import TOKENIZER_KEY, TextEncoderFileError, UMT5File, inspect_umt5_file
-from .model_files import list_model_files, resolve_model_file
+from .model_files import ModelFileInput
 from .stats import NodeStats, report_node_stats
 from .text_encoder_ops import make_fp8_text_encoder_ops
 
 log = logging.getLogger("wan_accel")
 
 TEXT_ENCODER_EXTENSIONS = {".safetensors", ".sft"}
+TEXT_ENCODER_FILE = ModelFileInput("clip_name", "text_encoders", frozenset(TEXT_ENCODER_EXTENSIONS))
 DEVICES = ("gpu", "cpu")
 SIXTEEN_BIT = {"F16": torch.float16, "BF16": torch.bfloat16}
 DROPPED_KEYS = ("scaled_fp8",)
@@ -189,7 +190,7 @@ class LoadTextEncoderFP8(io.ComfyNode):
                         "16-bit. Returns a normal CLIP for CLIPTextEncode. Falls back to 16-bit storage where "
                         "torch or the device has no float8.",
             inputs=[
-                io.Combo.Input("clip_name", options=list_model_files("text_encoders", TEXT_ENCODER_EXTENSIONS),
+                io.Combo.Input("clip_name", options=TEXT_ENCODER_FILE.options(),
                                tooltip="umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
                 io.Combo.Input("device", options=list(DEVICES), default="gpu",
                                tooltip="gpu: encode on the GPU, offloaded by the host when the DiT needs the "
@@ -201,7 +202,12 @@ class LoadTextEncoderFP8(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, clip_name: str | None = None) -> bool | str:
+        """Refuses, at queue time, a file name that is not in the dropdown (see nodes/model_files.py)."""
+        return TEXT_ENCODER_FILE.validate(clip_name)
+
+    @classmethod
     def execute(cls, clip_name: str, device: str, scaling: str) -> io.NodeOutput:
-        loaded = load_umt5_fp8(resolve_model_file("text_encoders", clip_name), device, scaling)
+        loaded = load_umt5_fp8(TEXT_ENCODER_FILE.resolve(clip_name), device, scaling)
         report_node_stats("WanAccelLoadTextEncoderFP8", loaded.stats())
         return io.NodeOutput(loaded.clip, ui=ui.PreviewText(loaded.summary()))

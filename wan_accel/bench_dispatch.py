@@ -4,8 +4,10 @@ Each server first passes a start-up check (reachable, the workflow's node types 
 A server that is unreachable then is reported and checked again every ``probe_seconds``; one that lacks nodes or
 files is left out of the batch. While the batch runs, a server that stops answering (or whose websocket drops)
 gives its sample back to the queue for another server, at most ``retries`` times, and is used again once its check
-passes. A sample that fails validation or fails inside a node is recorded as failed, never retried. Ctrl-C
-interrupts the prompt in flight on every server; finished samples are already saved.
+passes. A sample that fails validation or fails inside a node is recorded as failed, never retried. A reply that
+cannot be parsed (or any exception nobody foresaw) fails its sample and leaves that server out: it would answer the
+next sample the same way. Every outcome moves the sample out of flight, so a batch always ends. Ctrl-C interrupts
+the prompt in flight on every server; finished samples are already saved.
 """
 from __future__ import annotations
 
@@ -18,13 +20,22 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from .bench import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
 from .bench_queue import SampleQueue, Task
 from .bench_results import BenchSummary, ResultsWriter, summarise
-from .client import ConnectionLost, ProgressEvent
-from .errors import MissingModel, MissingNodeType, ServerUnreachable, WanAccelError
+from .client_ws import ConnectionLost, ProgressEvent
+from .errors import MalformedReply, MissingModel, MissingNodeType, ServerUnreachable, WanAccelError
 
 #: A server that raises one of these stopped answering: its sample is re-queued and the server checked again later.
 FAULTS = (ServerUnreachable, ConnectionLost)
+
+
+class Unforeseen(WanAccelError):
+    """An exception nobody foresaw, raised while checking a server or running a sample, as a one-line error."""
+
+    def __init__(self, exc: BaseException, where: str):
+        super().__init__(f"unexpected {type(exc).__name__} in {where}: {exc}"[:500])
+
+
 #: A server that raises one of these cannot run this workflow: it is left out of the batch.
-UNUSABLE = (MissingModel, MissingNodeType)
+UNUSABLE = (MissingModel, MissingNodeType, MalformedReply, Unforeseen)
 TAKE_SECONDS = 0.2        # how long an idle server waits for a sample before looking at the batch's state again
 JOIN_SECONDS = 30.0       # after Ctrl-C, how long to wait for the servers' interrupted prompts to end
 
@@ -83,6 +94,7 @@ class _Batch:
     interrupted: threading.Event = field(default_factory=threading.Event)
     ran: list[SampleResult] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fatal: BaseException | None = None   # the batch's own bookkeeping failed (e.g. results.json cannot be written)
 
     def record(self, task: Task, result: SampleResult) -> None:
         """Saves one result, counts it for this run's summary, shows it."""
@@ -147,10 +159,20 @@ def run_bench(samples: Sequence[Sample], servers: Sequence[BenchServer], results
                      time.monotonic() - started)
 
 
+def _check(server: BenchServer) -> None:
+    """``server.check()``; an exception nobody foresaw becomes an ``Unforeseen`` error, which leaves it out."""
+    try:
+        server.check()
+    except WanAccelError:
+        raise
+    except Exception as exc:
+        raise Unforeseen(exc, f"the check of {server.name}") from exc
+
+
 def _start_up(state: _ServerState, display: Display) -> None:
     name = state.server.name
     try:
-        state.server.check()
+        _check(state.server)
     except UNUSABLE as exc:
         state.up, state.left_out, state.error = False, True, exc
         display.message(f"server {name} left out: {exc}")
@@ -175,6 +197,8 @@ def _wait(batch: _Batch, states: Sequence[_ServerState], give_up_seconds: float)
     while not batch.queue.finished:
         if batch.interrupted.is_set():
             raise KeyboardInterrupt
+        if batch.fatal is not None:
+            raise batch.fatal
         usable = [s for s in states if not s.left_out]
         if not usable:
             raise _no_server_error(states, "every server was left out")
@@ -211,13 +235,17 @@ def _work(batch: _Batch, state: _ServerState) -> None:
         state.task = task
         try:
             _run(batch, state, task)
+        except BaseException as exc:  # recording the outcome failed: stop the batch rather than wait for the sample
+            batch.fatal = exc if isinstance(exc, WanAccelError) else Unforeseen(exc, "the batch's bookkeeping")
+            batch.stop.set()
+            return
         finally:
             state.task = None
 
 
 def _probe(batch: _Batch, state: _ServerState) -> None:
     try:
-        state.server.check()
+        _check(state.server)
     except UNUSABLE as exc:
         state.left_out, state.error = True, exc
         batch.display.message(f"server {state.server.name} is back but left out: {exc}")
@@ -253,6 +281,8 @@ def _run(batch: _Batch, state: _ServerState, task: Task) -> None:
                         f"({', '.join(task.lost_on)}); last: {exc}", name))
         batch.display.message(f"server {name} is down; checking it every {batch.probe_seconds:g} s")
         return
+    except MalformedReply as exc:
+        return _fail_and_leave_out(batch, state, task, exc)
     except UNUSABLE as exc:
         batch.queue.put_back(task)
         state.up, state.left_out, state.error = False, True, exc
@@ -263,5 +293,16 @@ def _run(batch: _Batch, state: _ServerState, task: Task) -> None:
             return batch.queue.put_back(task)
         batch.record(task, SampleResult.failure(sample, str(exc), name))
         return
+    except Exception as exc:
+        return _fail_and_leave_out(batch, state, task, Unforeseen(exc, f"sample {sample.id} on {name}"))
     measured = measure_metrics(sample, outcome, batch.metrics, batch.display.message)
     batch.record(task, SampleResult.success(sample, outcome, measured, name))
+
+
+def _fail_and_leave_out(batch: _Batch, state: _ServerState, task: Task, error: WanAccelError) -> None:
+    """The sample fails with ``error`` and its server is left out of the batch (its next reply would be the same)."""
+    if batch.stop.is_set():
+        return batch.queue.put_back(task)
+    batch.record(task, SampleResult.failure(task.sample, str(error), state.server.name))
+    state.up, state.left_out, state.error = False, True, error
+    batch.display.message(f"server {state.server.name} left out: {error}")

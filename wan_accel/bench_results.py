@@ -38,11 +38,15 @@ def read_results(path: Path, config: Mapping[str, Any]) -> dict[str, SampleResul
 
 def write_results(path: Path, config: Mapping[str, Any], results: Sequence[SampleResult]) -> None:
     """Writes every result atomically: a reader sees the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")
     payload = {"version": RESULTS_VERSION, "config": dict(config), "samples": [asdict(r) for r in results]}
-    partial.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the results file {path} ({exc.strerror or exc}); free space or fix its "
+                         f"folder, then run the same command to resume") from None
 
 
 class ResultsWriter:

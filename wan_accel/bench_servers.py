@@ -44,10 +44,12 @@ def server_name(url: str) -> str:
 class ComfyBenchServer:
     """One ComfyUI server running samples of one workflow for the dispatcher."""
 
-    def __init__(self, url: str, template: Mapping[str, Any], base: Overrides, out_dir: Path, timeout: float):
+    def __init__(self, url: str, template: Mapping[str, Any], base: Overrides, out_dir: Path, timeout: float,
+                 overwrite: bool = False):
         self.client = ComfyClient(url)
         self.name = server_name(self.client.base_url)
         self.template, self.base, self.out_dir, self.timeout = template, base, out_dir, timeout
+        self.overwrite = overwrite
         self._stopping = threading.Event()
 
     def check(self) -> None:
@@ -75,7 +77,7 @@ class ComfyBenchServer:
             progress(event)
 
         execution, paths = generate(self.client, self.template, overrides, sample.image, self.out_dir, relay,
-                                    self.timeout)
+                                    self.timeout, self.overwrite)
         return JobOutcome(execution.seconds, execution.queue_seconds, execution.host_seconds(), paths)
 
     def interrupt(self) -> None:

@@ -20,6 +20,7 @@ from .bench_dispatch import run_bench
 from .bench_progress import BatchDisplay
 from .bench_servers import ComfyBenchServer, server_urls
 from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
+from .client_files import prepare_out_dir
 from .doctor import run_doctor
 from .errors import UsageError, WanAccelError, node_label
 from .graph_fill import Overrides, load_api_workflow, parse_setting
@@ -105,10 +106,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = dataclasses.replace(overrides_from(args), prompt=args.prompt, seed=seed,
                                     filename_prefix=f"wan_accel/{Path(args.image).stem}")
     client = ComfyClient(args.server)
+    out_dir = prepare_out_dir(Path(args.out))   # before the generation: a bad folder found after it loses the wait
     client.system_stats()
     print(f"wan-accel run: {name} on {client.base_url}, seed {seed}")
-    execution, paths = generate(client, template, overrides, Path(args.image), Path(args.out),
-                                ProgressPrinter(), args.timeout)
+    execution, paths = generate(client, template, overrides, Path(args.image), out_dir, ProgressPrinter(),
+                                args.timeout, args.overwrite)
     _print_texts(execution, template, sys.stdout)
     for saved in paths:
         print(f"saved {saved}")
@@ -127,10 +129,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     samples = [dataclasses.replace(s, seed=args.seed if s.seed is None else s.seed) for s in load_pairs(args.pairs)]
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: must be 0 or more")
-    out_dir = Path(args.out)
-    config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
     urls = server_urls(args.server, args.servers) or [DEFAULT_SERVER]
-    servers = [ComfyBenchServer(url, template, base, out_dir / "videos", args.timeout) for url in urls]
+    out_dir = prepare_out_dir(Path(args.out))   # before any sample: a bad folder found after one loses the wait
+    videos = prepare_out_dir(out_dir / "videos", "--out")
+    config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
+    servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
     print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
           f"{out_dir}", flush=True)
     display = BatchDisplay([s.name for s in servers])
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", required=True, help="what happens in the video")
     run.add_argument("--seed", type=int, help="sampler seed (default: random, printed)")
     run.add_argument("--out", default="outputs", help="folder for the downloaded outputs (default outputs)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a file of the same name in --out (default: save under a new name, name-1.mp4)")
     run.set_defaults(handler=cmd_run)
 
     bench = commands.add_parser("bench", help="a folder or CSV of image-prompt pairs over one or many servers, "
@@ -199,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of NAME.png + NAME.txt, or CSV with columns image,prompt[,id,seed,negative]")
     bench.add_argument("--seed", type=int, default=42, help="seed of samples whose CSV row has none (default 42)")
     bench.add_argument("--out", default="bench_out", help="folder for results.json and videos/ (default bench_out)")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace a video of the same name in --out/videos (default: save under a new name)")
     bench.add_argument("--metric", action="append", default=[], choices=sorted(METRICS),
                        help="quality metric to record per sample (repeatable)")
     bench.set_defaults(handler=cmd_bench)

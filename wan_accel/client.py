@@ -12,52 +12,22 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
 import websocket
 
-from .errors import (MissingModel, MissingModelFile, MissingNodeType, ServerError, ServerUnreachable, UsageError,
-                     WanAccelError, execution_error, node_error_lines, node_label, rejection_error)
+from .client_files import OutputFile, outputs_of, safe_name, save
+from .client_ws import ProgressEvent, follow, status_messages
+from .errors import (MalformedReply, MissingModel, MissingModelFile, MissingNodeType, ServerError, ServerUnreachable,
+                     UsageError, WanAccelError, node_error_lines, node_label, rejection_error)
 from .graph_fill import Overrides, fill
 from .workflow_catalog import model_files
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 UPLOAD_SUBFOLDER = "wan_accel"
 WS_POLL_SECONDS = 1.0          # websocket read timeout; between reads the client checks its deadline
-HISTORY_CHECK_SECONDS = 5.0    # without websocket news for this long, ask /history whether the prompt ended
-STATS_EVENT = "wan_accel.stats"  # our nodes' stats message (nodes/stats.py): display lines and warnings per node
-
-
-class ConnectionLost(ServerError):
-    """The websocket of a running prompt dropped while the server still answers; the prompt was interrupted there."""
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """What the host reported about a running prompt, for a progress display.
-
-    ``kind``: ``warning`` (label = the host's complaint about a node it dropped, or a warning one of our nodes
-    reported), ``queued`` (value = prompts ahead), ``started``, ``cached`` (value = nodes reused), ``node`` (a node
-    began), ``step`` (value/total of the node's progress bar), ``finished``.
-    """
-
-    kind: str
-    node_id: str | None = None
-    label: str = ""
-    value: int = 0
-    total: int = 0
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    """A file a node reported in its UI output."""
-
-    node_id: str
-    filename: str
-    subfolder: str
-    folder_type: str
 
 
 @dataclass
@@ -85,9 +55,10 @@ class Execution:
 
     def host_seconds(self) -> float | None:
         """Execution time the host itself stamped (execution_start to execution_success), if it reported both."""
-        stamps = {event: data.get("timestamp") for event, data in self.history.get("status", {}).get("messages", [])}
+        stamps = {event: data.get("timestamp") for event, data in status_messages(self.history)}
         start, end = stamps.get("execution_start"), stamps.get("execution_success")
-        return (end - start) / 1000.0 if start is not None and end is not None else None
+        numbers = isinstance(start, (int, float)) and isinstance(end, (int, float))
+        return (end - start) / 1000.0 if numbers else None
 
 
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
@@ -110,28 +81,33 @@ def combo_options(spec: Any) -> list | None:
 
 def input_spec(info: Mapping[str, Any], input_name: str) -> Any:
     """The /object_info spec of one input of a node type (required or optional), None if it has no such input."""
-    inputs = info.get("input", {})
-    return inputs.get("required", {}).get(input_name) or inputs.get("optional", {}).get(input_name)
+    inputs = info.get("input") if isinstance(info, Mapping) else None
+    found = [group.get(input_name) for group in (inputs.get("required"), inputs.get("optional"))
+             if isinstance(group, Mapping)] if isinstance(inputs, Mapping) else []
+    return next((spec for spec in found if spec), None)
 
 
 def normalise_server(server: str) -> str:
-    """``host:port`` or a URL -> ``http(s)://host:port`` without a trailing slash."""
+    """``host:port`` or a URL -> ``http(s)://host:port`` without a trailing slash; a ``UsageError`` naming the
+    address when it is not one (``http://[::1``, a port out of range, another scheme)."""
     server = server.strip().rstrip("/")
-    return server if "://" in server else f"http://{server}"
+    url = server if "://" in server else f"http://{server}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # reading it raises ValueError when the port is not a number in range
+    except ValueError as exc:
+        raise UsageError(f"server address {server!r} is not a URL ({exc}); write http://HOST:PORT, e.g. "
+                         f"{DEFAULT_SERVER} or http://[::1]:8188") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"server address {server!r} is not an http(s) URL with a host; write http://HOST:PORT, "
+                         f"e.g. {DEFAULT_SERVER}")
+    return url
 
 
-def outputs_of(history: Mapping[str, Any]) -> tuple[list[OutputFile], dict[str, list[str]]]:
-    """Files (``output`` type only; ``temp`` previews are skipped) and text outputs, per node, of a history entry."""
-    files, texts = [], {}
-    for node_id in sorted(history.get("outputs", {}), key=lambda k: (len(k), k)):
-        for key, items in history["outputs"][node_id].items():
-            if key == "text":
-                texts[node_id] = [str(item) for item in items]
-                continue
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
-                    files.append(OutputFile(node_id, item["filename"], item.get("subfolder", ""), "output"))
-    return files, texts
+def _show(value: Any) -> str:
+    """A server's reply as one short line for a message."""
+    text = json.dumps(value)   # replies are parsed JSON, so they dump back
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class ComfyClient:
@@ -153,6 +129,9 @@ class ComfyClient:
             raise ServerUnreachable(self.base_url, _connection_reason(exc)) from None
         except requests.exceptions.Timeout:
             raise ServerUnreachable(self.base_url, f"no answer to {method} {path} within {kwargs['timeout']:g} s")
+        except requests.exceptions.RequestException as exc:  # a reply cut short, too many redirects ...
+            where, reason = f"{method} {self.base_url}{path}", str(exc)[:200]
+            raise MalformedReply(where, f"the reply could not be read ({reason})") from None
         if response.status_code not in ok_codes:
             raise ServerError(f"{method} {self.base_url}{path} answered HTTP {response.status_code}: "
                               f"{response.text.strip()[:300]}")
@@ -165,13 +144,21 @@ class ComfyClient:
         except ValueError:
             raise ServerError(f"{method} {self.base_url}{path} did not answer JSON; is this a ComfyUI server?") from None
 
+    def _json_object(self, method: str, path: str, **kwargs) -> dict:
+        """A reply that must be a JSON object; anything else is a ``MalformedReply``."""
+        reply = self._json(method, path, **kwargs)
+        if not isinstance(reply, dict):
+            raise MalformedReply(f"{method} {self.base_url}{path}", f"it answered {_show(reply)}, not an object")
+        return reply
+
     def system_stats(self) -> dict:
         """``GET /system_stats``: host versions and devices; also the cheapest reachability check."""
-        return self._json("GET", "/system_stats")
+        return self._json_object("GET", "/system_stats")
 
     def object_info(self, class_type: str | None = None) -> dict:
         """``GET /object_info`` (every node type) or ``/object_info/<class>`` (``{}`` when the server lacks it)."""
-        return self._json("GET", "/object_info" if class_type is None else f"/object_info/{class_type}", timeout=120)
+        path = "/object_info" if class_type is None else f"/object_info/{class_type}"
+        return self._json_object("GET", path, timeout=120)
 
     def check_model_files(self, graph: Mapping[str, Any], object_info: Mapping[str, Any] | None = None) -> None:
         """Raises ``MissingModel`` (every file, its folder, the node) before queueing if the server lacks a model
@@ -193,9 +180,12 @@ class ComfyClient:
         """Uploads an image into the server's ``input/wan_accel/``; returns the name ``LoadImage`` takes."""
         path = Path(path)
         with path.open("rb") as handle:
-            reply = self._json("POST", "/upload/image", files={"image": (path.name, handle)},
-                               data={"subfolder": UPLOAD_SUBFOLDER, "type": "input"}, timeout=300)
-        return f"{reply['subfolder']}/{reply['name']}" if reply.get("subfolder") else reply["name"]
+            reply = self._json_object("POST", "/upload/image", files={"image": (path.name, handle)},
+                                      data={"subfolder": UPLOAD_SUBFOLDER, "type": "input"}, timeout=300)
+        name, subfolder = reply.get("name"), reply.get("subfolder") or ""
+        if not isinstance(name, str) or not name or not isinstance(subfolder, str):
+            raise MalformedReply(f"POST {self.base_url}/upload/image", f"the reply names no file: {_show(reply)}")
+        return f"{subfolder}/{name}" if subfolder else name
 
     def queue(self, graph: Mapping[str, Any]) -> tuple[str, list[str]]:
         """``POST /prompt``: (prompt id, the host's complaints about outputs it dropped but still queued the rest);
@@ -207,32 +197,49 @@ class ComfyClient:
         except ValueError:
             raise ServerError(f"POST /prompt answered HTTP {response.status_code} without JSON: "
                               f"{response.text.strip()[:300]}") from None
+        where = f"POST {self.base_url}/prompt"
+        if not isinstance(payload, dict):
+            raise MalformedReply(where, f"it answered HTTP {response.status_code} {_show(payload)}, not an object")
         if response.status_code == 400:
             raise rejection_error(payload, graph)
-        return payload["prompt_id"], node_error_lines(payload.get("node_errors") or {}, graph)
+        prompt_id, node_errors = payload.get("prompt_id"), payload.get("node_errors")
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise MalformedReply(where, f"the reply has no prompt_id: {_show(payload)}")
+        return prompt_id, node_error_lines(node_errors if isinstance(node_errors, dict) else {}, graph)
 
     def history(self, prompt_id: str) -> dict | None:
         """The history entry of a prompt, None while it is queued or running."""
-        return self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        entry = self._json_object("GET", f"/history/{prompt_id}").get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            where = f"GET {self.base_url}/history/{prompt_id}"
+            raise MalformedReply(where, f"its entry is {_show(entry)}, not an object")
+        return entry
 
     def interrupt(self, prompt_id: str) -> None:
         """Stops ``prompt_id`` if it is running and removes it from the queue if it is waiting."""
         self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
         self._request("POST", "/queue", json={"delete": [prompt_id]})
 
-    def download(self, item: OutputFile, dest_dir: str | os.PathLike) -> Path:
-        """Saves one output file into ``dest_dir`` under its own name (written to ``.part``, then renamed)."""
-        dest_dir = Path(dest_dir)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / item.filename
-        partial = dest.with_name(dest.name + ".part")
+    def download(self, item: OutputFile, dest_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Saves one output file into ``dest_dir`` (created if missing) under the last component of its name, never
+        over an existing file unless ``overwrite`` (see :func:`~wan_accel.client_files.save`)."""
+        name = safe_name(item.filename)
+        if name is None:
+            raise MalformedReply(f"the history of {self.base_url}", f"output file {item.filename!r} is not a file name")
+        where = f"GET {self.base_url}/view of {item.filename!r}"
+        kept = f"the file is still on the server in {item.server_path}"
         params = {"filename": item.filename, "subfolder": item.subfolder, "type": item.folder_type}
         response = self._request("GET", "/view", params=params, stream=True, timeout=300)
-        with partial.open("wb") as handle:
-            for chunk in response.iter_content(chunk_size=1 << 20):
-                handle.write(chunk)
-        os.replace(partial, dest)
-        return dest
+        try:
+            Path(dest_dir).mkdir(parents=True, exist_ok=True)
+            return save(_complete_body(response, where, kept), Path(dest_dir) / name, overwrite)
+        except requests.exceptions.RequestException as exc:
+            raise MalformedReply(where, f"the download was cut short ({str(exc)[:200]}); {kept}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot save {name} in {dest_dir} ({exc.strerror or exc}); {kept}: free space or fix "
+                             f"the folder, then fetch it from there") from None
+        finally:
+            response.close()
 
     # ---------------------------------------------------------------- websocket
     def _ws_url(self) -> str:
@@ -257,8 +264,8 @@ class ComfyClient:
             for warning in warnings:
                 on_progress(ProgressEvent("warning", label=warning))
             try:
-                started_at, finished_at = _follow(self, socket, prompt_id, graph, on_progress, queued_at + timeout,
-                                                  node_warnings)
+                started_at, finished_at = follow(self, socket, prompt_id, graph, on_progress, queued_at + timeout,
+                                                 node_warnings)
             except KeyboardInterrupt:
                 self.interrupt(prompt_id)
                 raise
@@ -268,7 +275,7 @@ class ComfyClient:
             self.prompt_in_flight = None
             socket.close()
         entry = self._wait_history(prompt_id)
-        files, texts = outputs_of(entry)
+        files, texts = outputs_of(entry, f"GET {self.base_url}/history/{prompt_id}")
         return Execution(prompt_id, entry, queued_at, started_at, finished_at, files, texts)
 
     def _wait_history(self, prompt_id: str, seconds: float = 30.0) -> dict:
@@ -282,15 +289,17 @@ class ComfyClient:
 
 
 def generate(client: ComfyClient, template: Mapping[str, Any], overrides: Overrides, image: Path, out_dir: Path,
-             progress: Callable[[ProgressEvent], None], timeout: float) -> tuple[Execution, list[Path]]:
-    """One job: uploads the image, fills and queues the workflow, follows it, downloads its output files."""
+             progress: Callable[[ProgressEvent], None], timeout: float,
+             overwrite: bool = False) -> tuple[Execution, list[Path]]:
+    """One job: uploads the image, fills and queues the workflow, follows it, downloads its output files into
+    ``out_dir`` (checked by the caller before, see :func:`~wan_accel.client_files.prepare_out_dir`)."""
     if not image.is_file():
         raise UsageError(f"image {image} does not exist")
     graph = fill(template, overrides)
     client.check_model_files(graph)
     graph = fill(graph, Overrides(image=client.upload_image(image)))
     execution = client.execute(graph, progress, timeout)
-    return execution, [client.download(item, out_dir) for item in execution.files]
+    return execution, [client.download(item, out_dir, overwrite) for item in execution.files]
 
 
 def with_warnings(error: WanAccelError, warnings: Sequence[str]) -> WanAccelError:
@@ -310,81 +319,13 @@ def _connection_reason(exc: Exception) -> str:
     return text[:200]
 
 
-def _end_of(entry: Mapping[str, Any], graph: Mapping[str, Any]) -> WanAccelError | None:
-    """None if a finished history entry succeeded, else its error."""
-    status = entry.get("status") or {}
-    if status.get("status_str") != "error":
-        return None
-    for event, data in status.get("messages", []):
-        if event in ("execution_error", "execution_interrupted"):
-            return execution_error(data, graph)
-    return ServerError("the prompt failed without an error message in its history")
-
-
-def _follow(client: ComfyClient, socket: websocket.WebSocket, prompt_id: str, graph: Mapping[str, Any],
-            on_progress: Callable[[ProgressEvent], None], deadline: float,
-            node_warnings: list[str]) -> tuple[float, float]:
-    """Reads websocket messages until ``prompt_id`` ends; returns the monotonic times it started and ended (the
-    start is the queueing time if its message was missed), raises its error. Warnings our nodes send go to
-    ``node_warnings`` (and on to ``on_progress``)."""
-    last_news = started_at = time.monotonic()
-    while True:
-        now = time.monotonic()
-        if now > deadline:
-            client.interrupt(prompt_id)
-            raise WanAccelError(f"prompt {prompt_id} did not finish within the timeout; interrupted it")
-        try:
-            raw = socket.recv()
-        except websocket.WebSocketTimeoutException:
-            if now - last_news > HISTORY_CHECK_SECONDS:
-                last_news = now
-                entry = client.history(prompt_id)
-                if entry is not None:
-                    error = _end_of(entry, graph)
-                    if error is not None:
-                        raise error from None
-                    return started_at, time.monotonic()
-            continue
-        except (websocket.WebSocketConnectionClosedException, OSError):
-            client.system_stats()   # raises ServerUnreachable when the server itself is gone
-            try:
-                client.interrupt(prompt_id)
-            except WanAccelError:
-                pass
-            raise ConnectionLost(f"ComfyUI at {client.base_url} closed the websocket while prompt {prompt_id} was "
-                                 f"running (interrupted it there); its log says why") from None
-        if not isinstance(raw, str):
-            continue  # binary frames: latent previews and progress texts
-        last_news = time.monotonic()
-        message = json.loads(raw)
-        kind, data = message.get("type"), message.get("data") or {}
-        if kind == STATS_EVENT and data.get("prompt_id") in (prompt_id, None):
-            node_id = str(data.get("node_id"))
-            for warning in data.get("warnings") or []:
-                line = f"node #{node_id} {node_label(graph, node_id, str(data.get('node_type', '?')))}: {warning}"
-                node_warnings.append(line)
-                on_progress(ProgressEvent("warning", node_id, line))
-            continue
-        if kind == "status":
-            remaining = (data.get("status") or {}).get("exec_info", {}).get("queue_remaining", 0)
-            on_progress(ProgressEvent("queued", value=max(0, int(remaining) - 1)))
-            continue
-        if data.get("prompt_id") != prompt_id:
-            continue
-        if kind == "execution_start":
-            started_at = time.monotonic()
-            on_progress(ProgressEvent("started"))
-        elif kind == "execution_cached":
-            on_progress(ProgressEvent("cached", value=len(data.get("nodes") or [])))
-        elif kind == "executing" and data.get("node") is not None:
-            node_id = str(data.get("display_node") or data["node"])
-            on_progress(ProgressEvent("node", node_id, node_label(graph, node_id)))
-        elif kind == "progress":
-            node_id = str(data.get("node"))
-            on_progress(ProgressEvent("step", node_id, node_label(graph, node_id), int(data.get("value", 0)),
-                                      int(data.get("max", 0))))
-        elif kind == "execution_success":
-            on_progress(ProgressEvent("finished"))
-            return started_at, time.monotonic()
-        elif kind in ("execution_error", "execution_interrupted"):
-            raise execution_error(data, graph)
+def _complete_body(response: requests.Response, where: str, kept: str) -> Iterator[bytes]:
+    """The body of a streamed reply in chunks; a ``MalformedReply`` when it ends before its Content-Length."""
+    received = 0
+    for chunk in response.iter_content(chunk_size=1 << 20):
+        received += len(chunk)
+        yield chunk
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and "Content-Encoding" not in response.headers \
+            and received < int(declared):
+        raise MalformedReply(where, f"the download was cut short at {received} of {declared} bytes; {kept}")

@@ -34,6 +34,15 @@ class ServerError(WanAccelError):
     exit_code = 3
 
 
+class MalformedReply(ServerError):
+    """ComfyUI answered, but not in the shape its API has (a field missing or of another type, a body cut short):
+    the server is not a ComfyUI this client speaks to, or something between them changed the reply."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}; is it a ComfyUI server, with nothing in between that changes its "
+                         f"replies? Check it with: wan-accel doctor --server URL")
+
+
 @dataclass(frozen=True)
 class MissingModelFile:
     """A model file a graph names that the server does not list, and the folder it belongs in."""
@@ -121,10 +130,13 @@ def _describe_error(error: Mapping[str, Any]) -> str:
 def node_error_lines(node_errors: Mapping[str, Any], graph: Mapping[str, Any]) -> list[str]:
     """One line per failing node input: 'node #8 KSampler, input steps: Value 0 smaller than min of 1: steps'."""
     lines = []
-    for node_id, info in sorted(node_errors.items(), key=lambda item: (len(item[0]), item[0])):
-        label = node_label(graph, node_id, info.get("class_type", "?"))
-        for error in info.get("errors", []):
-            input_name = (error.get("extra_info") or {}).get("input_name")
+    for node_id, info in sorted(node_errors.items(), key=lambda item: (len(str(item[0])), str(item[0]))):
+        info = info if isinstance(info, Mapping) else {}
+        label = node_label(graph, node_id, str(info.get("class_type", "?")))
+        errors = info.get("errors") if isinstance(info.get("errors"), list) else []
+        for error in (item for item in errors if isinstance(item, Mapping)):
+            extra = error.get("extra_info")
+            input_name = extra.get("input_name") if isinstance(extra, Mapping) else None
             where = f", input {input_name}" if input_name else ""
             lines.append(f"node #{node_id} {label}{where}: {_describe_error(error)}")
     return lines
@@ -133,7 +145,7 @@ def node_error_lines(node_errors: Mapping[str, Any], graph: Mapping[str, Any]) -
 def rejection_error(payload: Mapping[str, Any], graph: Mapping[str, Any]) -> WanAccelError:
     """The error for a ``POST /prompt`` answered 400: a missing node type, or invalid inputs per node."""
     error = payload.get("error")
-    node_errors = payload.get("node_errors") or {}
+    node_errors = payload.get("node_errors") if isinstance(payload.get("node_errors"), Mapping) else {}
     if isinstance(error, Mapping) and error.get("type") == "invalid_prompt":
         node_id = str(error.get("details", "")).replace("Node ID", "").strip(" '#")
         class_type = (graph.get(node_id) or {}).get("class_type")
@@ -152,8 +164,9 @@ def execution_error(details: Mapping[str, Any], graph: Mapping[str, Any]) -> Wan
     label = node_label(graph, node_id, str(details.get("node_type", "?")))
     if "exception_type" not in details:
         return Interrupted(f"the prompt was interrupted at node #{node_id} {label}")
-    frames = [entry.strip().splitlines()[0] for entry in details.get("traceback") or []
-              if entry.strip().startswith("File ")]
+    traceback = details.get("traceback") if isinstance(details.get("traceback"), list) else []
+    frames = [entry.strip().splitlines()[0] for entry in traceback
+              if isinstance(entry, str) and entry.strip().startswith("File ")]
     exception_type = str(details.get("exception_type")).rsplit(".", 1)[-1]  # the host qualifies it with its module
     return ExecutionFailed(node_id, label, exception_type, str(details.get("exception_message", "")),
                            frames[-1] if frames else "")

@@ -1,8 +1,9 @@
 """A scripted fake ComfyUI on 127.0.0.1 for the client's unit tests: HTTP plus a minimal RFC 6455 websocket.
 
-``prompt_reply`` answers ``POST /prompt``, ``ws_messages`` follow it on the websocket (``drop_ws`` then closes the
-socket abruptly), ``history`` is what ``/history/<id>`` returns afterwards, ``object_info`` what ``/object_info``
-(whole or per class) lists, ``requests`` every request seen.
+``prompt_reply`` answers ``POST /prompt``, ``ws_messages`` follow it on the websocket (a ``str`` is sent as is;
+``drop_ws`` then closes the socket abruptly), ``history`` is what ``/history/<id>`` returns afterwards,
+``object_info`` what ``/object_info`` (whole or per class) lists, ``upload_reply`` what ``POST /upload/image``
+answers, ``view_cut`` the bytes of a ``/view`` body sent before closing (None: all), ``requests`` every request seen.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class FakeComfy:
             "VAELoader": {"input": {"required": {"vae_name": [["other_vae.safetensors"]]}}}}
         self.requests: list[tuple[str, str, bytes]] = []
         self.drop_ws = False                  # close the websocket abruptly after ws_messages
+        self.upload_reply = {"name": "cat.png", "subfolder": "wan_accel", "type": "input"}
+        self.view_cut: int | None = None      # /view declares its whole length but sends this many bytes
         self.queued = threading.Event()
         self.answered = threading.Event()   # POST /prompt answered, queued or not
         fake = self
@@ -77,8 +80,16 @@ class FakeComfy:
                     name = url.path.rsplit("/", 1)[1]
                     return self._reply(200, {name: fake.object_info[name]} if name in fake.object_info else {})
                 if url.path == "/view":
-                    query = parse_qs(url.query)
-                    return self._reply(200, f"video:{query['subfolder'][0]}/{query['filename'][0]}".encode())
+                    query = parse_qs(url.query, keep_blank_values=True)
+                    body = f"video:{query['subfolder'][0]}/{query['filename'][0]}".encode()
+                    if fake.view_cut is None:
+                        return self._reply(200, body)
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:fake.view_cut])
+                    self.close_connection = True
+                    return None
                 return self._reply(404, b"404: Not Found")
 
             def do_POST(self):
@@ -91,7 +102,7 @@ class FakeComfy:
                     self._reply(code, reply)
                     return fake.answered.set()
                 if self.path == "/upload/image":
-                    return self._reply(200, {"name": "cat.png", "subfolder": "wan_accel", "type": "input"})
+                    return self._reply(200, fake.upload_reply)
                 return self._reply(200, b"")
 
             def _websocket(self):
@@ -105,7 +116,7 @@ class FakeComfy:
                 if fake.answered.wait(timeout=10) and fake.queued.is_set():
                     for message in fake.ws_messages:
                         self.wfile.write(b"\x82\x03abc")  # a binary preview frame: ignored by the client
-                        self.wfile.write(_ws_frame(json.dumps(message)))
+                        self.wfile.write(_ws_frame(message if isinstance(message, str) else json.dumps(message)))
                     self.wfile.flush()
                 if fake.drop_ws:
                     self.connection.shutdown(socket.SHUT_RDWR)

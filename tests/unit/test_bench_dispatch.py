@@ -15,7 +15,7 @@ import pytest
 from wan_accel.bench import JobOutcome, Sample, SampleResult
 from wan_accel.bench_dispatch import NoServerLeft, run_bench
 from wan_accel.bench_results import ResultsWriter
-from wan_accel.client import ConnectionLost, ProgressEvent
+from wan_accel.client_ws import ConnectionLost, ProgressEvent
 from wan_accel.errors import (ExecutionFailed, Interrupted, MissingModel, MissingModelFile, PromptInvalid,
                               ServerUnreachable)
 

@@ -17,7 +17,9 @@ from wan_accel.bench import Sample
 from wan_accel.bench_servers import ComfyBenchServer
 from wan_accel.cli import ProgressPrinter, main
 from wan_accel import client as client_module
-from wan_accel.client import ComfyClient, ConnectionLost, ProgressEvent, normalise_server, outputs_of
+from wan_accel import client_ws
+from wan_accel.client import ComfyClient, ProgressEvent, normalise_server, outputs_of
+from wan_accel.client_ws import ConnectionLost
 from wan_accel.doctor import NOT_CHECKED_EXIT, run_doctor
 from wan_accel.graph_fill import Overrides
 from wan_accel.errors import (ExecutionFailed, Interrupted, MissingModel, MissingNodeType, PromptInvalid,
@@ -76,8 +78,9 @@ def test_queue_and_run_times_are_split_at_the_execution_start_message(fake, monk
                         _progress("11", 1, 2), _progress("11", 2, 2),
                         {"type": "execution_success", "data": {"prompt_id": "p1"}}]
     moved = {"seconds": 0.0}
-    monkeypatch.setattr(client_module, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + moved["seconds"],
-                                                               sleep=time.sleep))
+    clock = SimpleNamespace(monotonic=lambda: time.monotonic() + moved["seconds"], sleep=time.sleep)
+    monkeypatch.setattr(client_module, "time", clock)
+    monkeypatch.setattr(client_ws, "time", clock)
     client = ComfyClient(fake.url)
     queue = client.queue
 

@@ -6,6 +6,7 @@ which were fitted on 40-50 step schedules and do not carry over to 8 steps.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ class StepCacheProfile:
             raise ValueError(f"{source} is not a wan-accel step cache profile version {PROFILE_VERSION} "
                              f"(format {data.get('format')!r}, version {data.get('version')!r}); "
                              f"re-run the 'Step Cache Calibrate' node to make one")
+        bad = non_finite_field(data)
+        if bad is not None:
+            raise ValueError(f"{source}: field {bad[0]} is {bad[1]}, not a finite number (NaN or infinity would "
+                             f"disable or force skipping); re-run the 'Step Cache Calibrate' node to make a new one")
         try:
             return cls(steps=int(data["steps"]), sigmas=list(data["sigmas"]), latent_shape=list(data["latent_shape"]),
                        model=str(data["model"]),
@@ -79,6 +84,20 @@ class StepCacheProfile:
         except (KeyError, TypeError) as error:
             raise ValueError(f"{source} is missing or has a malformed field ({error}); "
                              f"re-run the 'Step Cache Calibrate' node to make a new one") from None
+
+
+def non_finite_field(data: object) -> tuple[str, float] | None:
+    """Where the first NaN or infinite number of parsed JSON ``data`` is (e.g. ``streams.cond.mag_ratio[3]``), and it."""
+    pending: list[tuple[str, object]] = [("", data)]
+    while pending:  # iterative: a deeply nested file cannot exhaust the stack here
+        where, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where, value
+        if isinstance(value, dict):
+            pending.extend(reversed([(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]))
+        elif isinstance(value, list):
+            pending.extend(reversed([(f"{where}[{index}]", item) for index, item in enumerate(value)]))
+    return None
 
 
 def fit_teacache(distances: Sequence[float], changes: Sequence[float], degree: int = DEFAULT_FIT_DEGREE) -> TeaCacheFit:
