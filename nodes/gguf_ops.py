@@ -15,7 +15,7 @@ import torch
 
 from ..wan_accel_kernels.gguf import dequantize
 from ..wan_accel_kernels.gguf.backend import TritonFailures, dequantize_on_device
-from ..wan_accel_kernels.gguf.reader import GGUFTensor
+from ..wan_accel_kernels.gguf.reader import GGUFFileError, GGUFTensor
 
 
 def is_quantized(module: torch.nn.Module) -> bool:
@@ -43,6 +43,7 @@ class GGUFWeightLayer:
             if key not in state_dict:
                 missing_keys.append(key)
                 continue
+            _check_shape(key, getattr(self, name), state_dict[key])
             tensor = self._take(name, state_dict[key])
             setattr(self, name, torch.nn.Parameter(tensor, requires_grad=False))
             # ComfyUI 0.33 archives each parameter's dtype when the model is built (ours are then empty meta
@@ -102,6 +103,17 @@ class GGUFWeightLayer:
     def lora_side_path(self, input: torch.Tensor) -> torch.Tensor | None:
         """The plain-LoRA terms' contribution to this layer's output, None without any."""
         return None if self.gguf_patches is None else self.gguf_patches.side_path(input)
+
+
+def _check_shape(key: str, declared: torch.Tensor, entry) -> None:
+    """Refuses, at load, a file tensor whose shape is not the layer's (a corrupt row count would otherwise
+    fail only at the first forward, inside the host's matmul)."""
+    if not isinstance(entry, GGUFTensor) or not declared.is_meta or tuple(declared.shape) == tuple(entry.shape):
+        return
+    raise GGUFFileError(f"{entry.source or 'the GGUF file'}: tensor {entry.name} is {entry.qtype.name} "
+                        f"{list(entry.shape)}, but the model's {key} needs {list(declared.shape)}; the file is "
+                        "corrupt or of another Wan variant: download it again or re-convert it with "
+                        "`python -m wan_accel.convert`")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -26,6 +26,18 @@ def float_problem(schema: io.Schema, values: dict[str, object]) -> str | None:
     return None
 
 
+def int_problem(schema: io.Schema, values: dict[str, object]) -> str | None:
+    """Why one of ``values`` (int inputs of ``schema``, by name) is outside its widget's min..max, or None; None
+    values are links. The host leaves this check to a node that names the input in ``validate_inputs``."""
+    widgets = {spec.id: spec for spec in schema.inputs if isinstance(spec, io.Int.Input)}
+    for name, value in values.items():
+        spec = widgets[name]
+        if value is None or (spec.min is None or spec.min <= value) and (spec.max is None or value <= spec.max):
+            continue
+        return f"{name} {value} is outside {spec.min}..{spec.max}; give a whole number in that range"
+    return None
+
+
 def first_problem(*answers: bool | str | None) -> bool | str:
     """``validate_inputs`` answer from several checks: the first error (a string), else True."""
     return next((answer for answer in answers if isinstance(answer, str)), True)

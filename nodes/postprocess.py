@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..wan_accel_kernels.postprocess import (DEFAULT_CHUNK_FRAMES, DEVICE_CHOICES, GRAIN_MODES, EnhanceParams,
                                    compute_device_for, enhance_video_with_mask)
-from .input_checks import float_problem, first_problem
+from .input_checks import first_problem, float_problem, int_problem
 from .stats import NodeStats, report_node_stats
 
 NODE_ID = "WanAccelTextureColourEnhance"
@@ -25,6 +25,18 @@ def _float(name: str, low: float, high: float, step: float, tooltip: str) -> io.
 def _int(name: str, low: int, high: int, tooltip: str, step: int = 1) -> io.Int.Input:
     """Int widget for the EnhanceParams field ``name``, defaulting to the field's default."""
     return io.Int.Input(name, default=getattr(_DEFAULTS, name), min=low, max=high, step=step, tooltip=tooltip)
+
+
+def _cross_field_problem(cr_min: int | None, cr_max: int | None, cb_min: int | None, cb_max: int | None,
+                         mask_morph_size: int | None) -> str | None:
+    """Why the skin thresholds or the mask clean-up size contradict each other, or None (links are not checked)."""
+    for channel, low, high in (("cr", cr_min, cr_max), ("cb", cb_min, cb_max)):
+        if low is not None and high is not None and low > high:
+            return (f"{channel}_min {low} is above {channel}_max {high}: no colour would count as skin; "
+                    f"make {channel}_min <= {channel}_max")
+    if mask_morph_size is not None and mask_morph_size % 2 == 0:
+        return f"mask_morph_size {mask_morph_size} is even; give an odd size (1 = no clean-up)"
+    return None
 
 
 class TextureColourEnhance(io.ComfyNode):
@@ -95,11 +107,16 @@ class TextureColourEnhance(io.ComfyNode):
                         grain_strength_global: float | None = None, grain_sigma: float | None = None,
                         grain_coherence: float | None = None, saturation: float | None = None,
                         contrast: float | None = None, temporal_sigma: float | None = None,
-                        motion_threshold: float | None = None, mask_feather_sigma: float | None = None) -> bool | str:
-        """Refuses, at queue time, a NaN, infinite or out-of-range float (NaN saturation made black frames)."""
+                        motion_threshold: float | None = None, mask_feather_sigma: float | None = None,
+                        cr_min: int | None = None, cr_max: int | None = None, cb_min: int | None = None,
+                        cb_max: int | None = None, mask_morph_size: int | None = None) -> bool | str:
+        """Refuses, at queue time, a NaN, infinite or out-of-range float (NaN saturation made black frames), and
+        the cross-field mistakes EnhanceParams would only raise after everything upstream ran."""
         values = dict(locals())
         del values["cls"]
-        return first_problem(float_problem(cls.define_schema(), values))
+        ints = {name: values.pop(name) for name in ("cr_min", "cr_max", "cb_min", "cb_max", "mask_morph_size")}
+        schema = cls.define_schema()
+        return first_problem(float_problem(schema, values), int_problem(schema, ints), _cross_field_problem(**ints))
 
     @classmethod
     def execute(cls, images: torch.Tensor, chunk_frames: int, device: str = DEVICE_CHOICES[0],

@@ -122,7 +122,7 @@ def _store(store: PromptCacheStore, key: str, conditioning: list) -> str:
         log.warning("wan-accel: this conditioning cannot be cached (%s); it is used but not stored", error)
         return f"not stored ({error})"
     if store.put(key, tensors, metadata) is None:
-        return "not stored (larger than the cache limit)"
+        return "not stored (larger than the cache limit, or the cache folder failed; see the log)"
     return f"stored; cache {len(store.entries())} entries, {store.total_bytes() / 2**20:.1f} MiB"
 
 

@@ -8,6 +8,7 @@ last of these nodes on a model wins.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -180,6 +181,18 @@ def validate_profile(profile: str | None) -> bool | str:
     return True if profile == NO_PROFILE else PROFILE_FILE.validate(profile)
 
 
+def profile_fingerprint(profile: object) -> str:
+    """``fingerprint_inputs`` answer: the profile's name and the SHA-256 of its bytes, so the host reruns a cache
+    node (and everything after it) when the file changes under an unchanged name, instead of reusing its output."""
+    if profile == NO_PROFILE or PROFILE_FILE.problem(profile) is not None:
+        return str(profile)  # validate_inputs refuses an unlisted name before anything runs
+    try:
+        data = Path(PROFILE_FILE.resolve(profile)).read_bytes()
+    except OSError as error:
+        return f"{profile}: {error}"
+    return f"{profile}: sha256 {hashlib.sha256(data).hexdigest()}"
+
+
 def _describe_gate(gate: StepGate) -> str:
     return (f"first {gate.first_steps}/last {gate.last_steps} steps computed, <= {gate.max_consecutive_skips} "
             f"skips in a row, window {gate.start_percent:g}-{gate.end_percent:g}")
@@ -219,6 +232,11 @@ class WanTeaCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with TeaCache.")],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, profile: str | None = None, **_: object) -> str:
+        """Changes when the chosen profile file changes, so a recalibrated profile is used at once."""
+        return profile_fingerprint(profile)
 
     @classmethod
     def validate_inputs(cls, profile: str | None = None, rel_l1_thresh: float | None = None,
@@ -281,6 +299,11 @@ class WanMagCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with MagCache.")],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, profile: str | None = None, **_: object) -> str:
+        """Changes when the chosen profile file changes, so a recalibrated profile is used at once."""
+        return profile_fingerprint(profile)
 
     @classmethod
     def validate_inputs(cls, profile: str | None = None, magcache_thresh: float | None = None,

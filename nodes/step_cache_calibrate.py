@@ -14,6 +14,7 @@ from comfy_api.latest import io, ui
 
 from ..wan_accel_kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
 from ..wan_accel_kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
+from .input_checks import first_problem
 from .run_context import current_run, install_run_context
 from .stats import NodeStats, current_target
 from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options
@@ -22,6 +23,17 @@ log = logging.getLogger("wan_accel")
 
 RECORDER_KEY = "wan_accel_step_cache_calibration"  # transformer_options: settings, plus "recorder" during a run
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def profile_name_problem(profile_name: object) -> str | None:
+    """Why ``profile_name`` cannot name a profile file, or None (also None for a link: checked when it runs)."""
+    if profile_name is None:
+        return None
+    if isinstance(profile_name, str) and _NAME_PATTERN.match(profile_name.strip().removesuffix(".json")):
+        return None
+    shown = repr(profile_name)[:120]
+    return (f"profile_name {shown} (Step Cache Calibrate, nodes/step_cache_calibrate.py): use 1-100 letters, "
+            "digits, '_', '-' or '.', starting with a letter or digit")
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
@@ -89,12 +101,17 @@ class WanStepCacheCalibrate(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, profile_name: str | None = None) -> bool | str:
+        """Refuses, at queue time, a profile name that is not a plain file name."""
+        return first_problem(profile_name_problem(profile_name))
+
+    @classmethod
     def execute(cls, model: io.Model.Type, profile_name: str, fit_degree: int) -> io.NodeOutput:
+        problem = profile_name_problem(profile_name)  # a linked name reaches here unchecked
+        if problem is not None:
+            raise ValueError(problem)
         require_wan(model, "Step Cache Calibrate (Wan)")
         name = profile_name.strip().removesuffix(".json")
-        if not _NAME_PATTERN.match(name):
-            raise ValueError(f"profile_name {profile_name!r} (nodes/step_cache_calibrate.py): use 1-100 letters, "
-                             f"digits, '_', '-' or '.', starting with a letter or digit")
         patched = model.clone()
         for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
                      comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):

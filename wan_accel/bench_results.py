@@ -1,20 +1,27 @@
 """The results file of a bench and its summary: one writer, atomic rewrites, resume, totals per server.
 
-``results.json`` holds the configuration and one entry per sample. :class:`ResultsWriter` is its only writer: every
-record rewrites the whole file through a temporary file and a rename, under a lock, so a reader (or a crash) sees
-the old file or the new one, never a partial one, even while several servers finish samples at once.
+``results.json`` holds the configuration and one entry per sample. :class:`ResultsWriter` writes it: every record
+re-reads the file under a file lock, merges, and rewrites the whole file through a temporary file of its own and a
+rename, so a reader (or a crash) sees the old file or the new one, never a partial one, even while several servers,
+or two benches sharing one ``--out``, finish samples at once.
 """
 from __future__ import annotations
 
 import json
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .bench import Sample, SampleResult, speed_score
-from .errors import UsageError
+from .errors import UsageError, mask_secrets
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; see file_lock
+    fcntl = None
 
 RESULTS_VERSION = 1
 
@@ -37,21 +44,47 @@ def read_results(path: Path, config: Mapping[str, Any]) -> dict[str, SampleResul
 
 
 def write_results(path: Path, config: Mapping[str, Any], results: Sequence[SampleResult]) -> None:
-    """Writes every result atomically: a reader sees the old file or the new one, never a partial one."""
-    partial = path.with_name(path.name + ".tmp")
+    """Writes every result atomically through a temporary file of this process and thread (two writers never share
+    one): a reader sees the old file or the new one, never a partial one. Passwords in server addresses are masked."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     payload = {"version": RESULTS_VERSION, "config": dict(config), "samples": [asdict(r) for r in results]}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        partial.write_text(mask_secrets(json.dumps(payload, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
         raise UsageError(f"cannot write the results file {path} ({exc.strerror or exc}); free space or fix its "
                          f"folder, then run the same command to resume") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``path.lock`` (``fcntl.flock``) so benches sharing one ``--out`` take turns at
+    read-merge-write; where ``fcntl`` is missing (Windows) the per-writer temporary name still keeps files whole."""
+    if fcntl is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot create the lock file {lock_path} ({exc.strerror or exc}); fix the folder's "
+                         f"permissions, then run the same command to resume") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ResultsWriter:
-    """Owns ``results.json`` for one batch: loads what an earlier run finished, records each new result (thread-safe),
-    keeps the file in the order of the pairs."""
+    """Owns this batch's entries of ``results.json``: loads what an earlier run finished, records each new result
+    (thread-safe), keeps the file in the order of the pairs. Another bench writing the same file (same ``--out``)
+    keeps its entries: each record re-reads the file under a lock and merges before writing."""
 
     def __init__(self, path: Path, config: Mapping[str, Any], samples: Sequence[Sample]):
         self.path, self.config = path, dict(config)
@@ -59,13 +92,20 @@ class ResultsWriter:
         earlier = read_results(path, config)
         self._results = {i: earlier[i] for i in self._order if i in earlier}
         self.resumed = frozenset(i for i, r in self._results.items() if r.ok)
+        self._recorded: set[str] = set()   # ids this writer recorded: its own word beats the file's
         self._lock = threading.Lock()
 
     def record(self, result: SampleResult) -> None:
-        """Adds or replaces one sample's result and rewrites the file."""
-        with self._lock:
+        """Adds or replaces one sample's result and rewrites the file, merged with what others wrote meanwhile."""
+        with self._lock, file_lock(self.path):
             self._results[result.id] = result
-            write_results(self.path, self.config, [self._results[i] for i in self._order if i in self._results])
+            self._recorded.add(result.id)
+            on_disk = read_results(self.path, self.config)
+            merged = {**on_disk, **{i: self._results[i] for i in self._recorded}}
+            self._results.update((i, merged[i]) for i in self._order if i in merged)
+            ours = set(self._order)
+            order = self._order + [i for i in on_disk if i not in ours]
+            write_results(self.path, self.config, [merged[i] for i in order if i in merged])
 
     def results(self) -> list[SampleResult]:
         """Every result so far, in the order of the pairs."""

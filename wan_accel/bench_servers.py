@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from .bench import JobOutcome, Sample
 from .client import ComfyClient, ProgressEvent, generate, normalise_server
-from .errors import MissingNodeType, UsageError
+from .errors import MissingNodeType, UsageError, mask_secrets
 from .graph_fill import Overrides, fill
 
 
@@ -37,7 +37,7 @@ def server_urls(servers: Sequence[str] | None, servers_file: str | None) -> list
 
 def server_name(url: str) -> str:
     """How a server is named in progress lines and results: ``host:port`` (plus its path, if any)."""
-    parts = urlsplit(url)
+    parts = urlsplit(mask_secrets(url))
     return parts.netloc + parts.path
 
 

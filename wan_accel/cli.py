@@ -1,6 +1,6 @@
 """wan-accel: run a shipped workflow headless on a ComfyUI server, bench a batch like the challenge, or check setup.
 
-    wan-accel run --workflow winner --image in.png --prompt "..." [--server URL] [--seed N] [--out DIR]
+    wan-accel run --workflow winner --image in.png --prompt "..." [--comfyui DIR | --server URL] [--seed N] [--out DIR]
     wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
     wan-accel doctor [--server URL] [--comfyui DIR]
 """
@@ -21,9 +21,11 @@ from .bench_progress import BatchDisplay
 from .bench_servers import ComfyBenchServer, server_urls
 from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
 from .client_files import prepare_out_dir
+from .device_fit import cpu_only, cpu_warnings
 from .doctor import run_doctor
-from .errors import UsageError, WanAccelError, node_label
-from .graph_fill import Overrides, load_api_workflow, parse_setting
+from .errors import UsageError, WanAccelError, mask_secrets, node_label
+from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
+from .launcher import LocalComfyUI
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
@@ -97,18 +99,51 @@ def _print_texts(execution: Execution, graph: Mapping[str, Any], out: TextIO) ->
             out.write(f"  #{node_id} {node_label(graph, node_id)}: {text}\n")
 
 
+def _comfyui_launcher(args: argparse.Namespace) -> LocalComfyUI | None:
+    """The ComfyUI ``run`` starts itself (``--comfyui DIR`` without ``--server``), None to use a running one."""
+    if args.comfyui is None:
+        if args.comfyui_python or args.comfyui_base:
+            raise UsageError("--comfyui-python and --comfyui-base need --comfyui DIR (the ComfyUI to start)")
+        return None
+    if args.server is not None:
+        raise UsageError("--comfyui starts its own ComfyUI and --server uses a running one: pass only one of them")
+    return LocalComfyUI(Path(args.comfyui), args.comfyui_python,
+                        base_dir=Path(args.comfyui_base) if args.comfyui_base else None,
+                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: one image and prompt through a workflow, outputs downloaded, wall time printed."""
+    """The main job: one image and prompt through a workflow, outputs downloaded, wall time printed. With
+    ``--comfyui DIR`` it starts that ComfyUI first and always stops it, showing its log's tail if the job fails."""
     started = time.monotonic()
     name, path = find_workflow(args.workflow)
     template = load_api_workflow(path)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     overrides = dataclasses.replace(overrides_from(args), prompt=args.prompt, seed=seed,
                                     filename_prefix=f"wan_accel/{Path(args.image).stem}")
-    client = ComfyClient(args.server)
+    launcher = _comfyui_launcher(args)
+    client = ComfyClient(args.server or DEFAULT_SERVER) if launcher is None else None  # checks the address first
     out_dir = prepare_out_dir(Path(args.out))   # before the generation: a bad folder found after it loses the wait
-    client.system_stats()
-    print(f"wan-accel run: {name} on {client.base_url}, seed {seed}")
+    if client is not None:
+        return _run_job(client, name, template, overrides, out_dir, args, started)
+    if not Path(args.image).is_file():   # before the server's start-up, which takes minutes
+        raise UsageError(f"image {args.image} does not exist")
+    with launcher as server:
+        try:
+            return _run_job(ComfyClient(server.url), name, template, overrides, out_dir, args, started)
+        except Exception:
+            print(f"last lines of the ComfyUI log ({server.log_path}, kept):\n{server.log_tail()}", file=sys.stderr)
+            raise
+
+
+def _run_job(client: ComfyClient, name: str, template: Mapping[str, Any], overrides: Overrides, out_dir: Path,
+             args: argparse.Namespace, started: float) -> int:
+    """Runs the filled workflow on ``client``'s server; warns first about settings too slow on a CPU-only one."""
+    stats = client.system_stats()
+    print(f"wan-accel run: {name} on {mask_secrets(client.base_url)}, seed {overrides.seed}")
+    if cpu_only(stats):
+        for line in cpu_warnings(fill(template, overrides)):
+            print(f"  warning: {line}", file=sys.stderr)
     execution, paths = generate(client, template, overrides, Path(args.image), out_dir, ProgressPrinter(),
                                 args.timeout, args.overwrite)
     _print_texts(execution, template, sys.stdout)
@@ -180,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="one image + prompt through a workflow; downloads the video")
-    run.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address (default {DEFAULT_SERVER})")
+    run.add_argument("--server", help=f"address of a running ComfyUI (default {DEFAULT_SERVER})")
+    run.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder to start for this job instead of --server: "
+                                                      "headless on a free 127.0.0.1 port, --cpu without a GPU, "
+                                                      "stopped after the job")
+    run.add_argument("--comfyui-python", metavar="PYTHON",
+                     help="interpreter with ComfyUI's requirements that runs --comfyui (default: this Python)")
+    run.add_argument("--comfyui-base", metavar="DIR",
+                     help="writable folder for the started ComfyUI's models/, input/, output/, custom_nodes/ "
+                          "(its --base-directory; default: the --comfyui folder itself)")
     _add_common(run)
     run.add_argument("--image", required=True, help="start image (uploaded to the server)")
     run.add_argument("--prompt", required=True, help="what happens in the video")

@@ -1,6 +1,7 @@
 """Converts a Wan 2.1 DiT safetensors checkpoint to GGUF (Q6_K by default) with bounded memory.
 
 Usage: ``python -m wan_accel.convert in.safetensors out.gguf --type Q6_K [--force]``
+Exit status: 0 written, 2 refused or failed (one line says why and the fix), 130 interrupted (Ctrl-C).
 
 Tensors are read, quantised and written one at a time, so memory stays near the largest tensor.
 The output is written to ``out.gguf.part`` and renamed when complete; the 5-D ``patch_embedding``
@@ -85,6 +86,7 @@ def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[Pla
                 name = _strip_prefix(key)
                 tensor_slice = handle.get_slice(key)
                 shape = tuple(tensor_slice.get_shape())
+                _refuse_integer(source, key, tensor_slice.get_dtype())
                 dtype = _safetensors_dtype(tensor_slice.get_dtype())
                 plan.append(PlannedTensor(key, name, shape, choose_type(name, shape, dtype, target)))
     except (SafetensorError, OSError) as exc:
@@ -97,8 +99,20 @@ def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[Pla
     return plan
 
 
+INTEGER_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")
+
+
 def _safetensors_dtype(name: str) -> torch.dtype:
     return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}.get(name, torch.float32)
+
+
+def _refuse_integer(source: Path, key: str, dtype: str) -> None:
+    """Every Wan DiT weight is a float: an integer dtype means a relabelled or foreign tensor, whose integers would be
+    quantised as if they were weights (a silently broken model), so it is refused rather than converted."""
+    if dtype in INTEGER_DTYPES:
+        raise ConversionError(f"{source.name}: tensor {key} is {dtype}, but every Wan 2.1 DiT weight is a float "
+                              f"(F32, F16, BF16); the file is mislabelled or not a Wan DiT: re-save it with float "
+                              f"dtypes or download it again")
 
 
 def _encode(tensor: torch.Tensor, planned: PlannedTensor) -> np.ndarray:
@@ -126,12 +140,15 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, target: s
         raise ConversionError(f"--type {target} is not supported; choose one of {', '.join(TARGET_TYPES)}")
     if not source.is_file():
         raise ConversionError(f"{source}: file not found")
-    if destination.exists() and not force:
-        raise ConversionError(f"{destination} exists; pass --force to overwrite it")
+    check_destination(source, destination, force)
     qtype = gguf.GGMLQuantizationType[target]
     plan = plan_conversion(source, qtype)
     partial = destination.with_name(destination.name + ".part")
-    writer = gguf.GGUFWriter(partial, ARCHITECTURE)
+    try:
+        writer = gguf.GGUFWriter(partial, ARCHITECTURE)
+    except OSError as exc:
+        raise ConversionError(f"cannot write {partial} ({exc.strerror or exc}); choose a folder you can write "
+                              f"to") from None
     try:
         _write_metadata(writer, plan, source, qtype)
         for planned in plan:
@@ -147,10 +164,38 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, target: s
         os.replace(partial, destination)
     except SafetensorError as exc:
         raise _unreadable(source, exc) from None
-    finally:
-        writer.close()
+    except OSError as exc:   # a full disk (ENOSPC), a quota, a folder gone meanwhile
+        raise ConversionError(f"cannot write {destination} ({exc.strerror or exc}); free space on its disk or "
+                              f"choose another folder, then convert again") from None
+    finally:   # also on Ctrl-C: never leave a .part behind
+        try:
+            writer.close()
+        except OSError:
+            pass
         partial.unlink(missing_ok=True)
     return destination
+
+
+def check_destination(source: Path, destination: Path, force: bool) -> None:
+    """Refuses, before any work, a destination that cannot or must not be written: a missing folder, a folder,
+    anything but a regular file (a device node, a pipe) even with ``force``, and the source itself (also through a
+    link), even with ``force``."""
+    folder = destination.parent
+    if not folder.is_dir():
+        raise ConversionError(f"the folder {folder} of {destination.name} does not exist; create it (mkdir -p "
+                              f"{folder}) or choose another destination")
+    if destination.is_dir():
+        raise ConversionError(f"{destination} is a folder; give a file path, e.g. {destination / 'model-Q6_K.gguf'}")
+    if not (destination.exists() or destination.is_symlink()):
+        return
+    if destination.exists() and os.path.samefile(source, destination):
+        raise ConversionError(f"{destination} is the source checkpoint itself; give another output path "
+                              f"(--force never overwrites the source)")
+    if not destination.is_file() or destination.is_symlink():
+        raise ConversionError(f"{destination} exists and is not a regular file (a device, pipe, socket or link); "
+                              f"give another output path (--force replaces only regular files)")
+    if not force:
+        raise ConversionError(f"{destination} exists; pass --force to overwrite it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.destination} was not written and no .part is left; run the same command to "
+              f"convert again", file=sys.stderr)
+        return 130
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .client import ComfyClient, combo_options, input_spec
-from .errors import WanAccelError
+from .device_fit import cpu_only, cpu_warnings
+from .errors import WanAccelError, mask_secrets
 from .graph_fill import load_api_workflow
 from .workflow_catalog import DOWNLOADS, FOLDER_ALIASES, WORKFLOWS, model_files
 
@@ -52,6 +53,15 @@ def runtime_lines() -> list[str]:
     return lines
 
 
+def local_cpu_only() -> bool | None:
+    """True when this machine's torch sees no CUDA GPU, None without torch (used when the server is down)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def server_lines(stats: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
     """The server: versions, devices, and the wan-accel nodes it loaded."""
     system = stats.get("system", {})
@@ -75,8 +85,10 @@ def _local_files(comfyui_dir: Path, folder: str) -> set[str]:
     return names
 
 
-def workflow_lines(object_info: Mapping[str, Any] | None, comfyui_dir: Path | None) -> list[str]:
-    """Per shipped workflow: node types the server lacks, and each model file present or missing (with its folder)."""
+def workflow_lines(object_info: Mapping[str, Any] | None, comfyui_dir: Path | None,
+                   cpu: bool | None = None) -> list[str]:
+    """Per shipped workflow: node types the server lacks, each model file present or missing (with its folder), and
+    when the device is a CPU only (``cpu``), the settings too slow there with the ``--set`` that fixes each."""
     lines = []
     for workflow in WORKFLOWS.values():
         try:
@@ -103,6 +115,7 @@ def workflow_lines(object_info: Mapping[str, Any] | None, comfyui_dir: Path | No
             file_lines.append(f"  {state} models/{ref.folder}/{ref.file}{hint}")
             if not present:
                 problems.append(ref.file)
+        slow = cpu_warnings(graph) if cpu else []
         if problems:
             verdict = f"{len(problems)} problem(s)"
         elif object_info is None and comfyui_dir is None:
@@ -111,6 +124,7 @@ def workflow_lines(object_info: Mapping[str, Any] | None, comfyui_dir: Path | No
             verdict = "ready"
         lines.append(f"{workflow.name} ({workflow.ui_path.name}): {verdict}")
         lines += [f"  {p}" for p in problems if p.startswith("node type")] + file_lines
+        lines += [f"  [no GPU]  {line}" for line in slow]
     return lines
 
 
@@ -122,7 +136,8 @@ def run_doctor(server: str, comfyui_dir: Path | None, out: Callable[[str], None]
         out(f"  {line}")
     client = ComfyClient(server, timeout=10.0)
     object_info = None
-    out(f"server {client.base_url}")
+    cpu = local_cpu_only()
+    out(f"server {mask_secrets(client.base_url)}")
     try:
         stats = client.system_stats()
         object_info = client.object_info()
@@ -131,13 +146,15 @@ def run_doctor(server: str, comfyui_dir: Path | None, out: Callable[[str], None]
     else:
         for line in server_lines(stats, object_info):
             out(f"  {line}")
+        cpu = cpu_only(stats)
     source = "as the server lists them" if object_info is not None else (
         f"in {comfyui_dir}/models" if comfyui_dir is not None else "unknown")
-    out(f"workflows (model files {source})")
-    for line in workflow_lines(object_info, comfyui_dir):
+    device = {True: ", device: CPU only", False: ", device: GPU", None: ""}[cpu]
+    out(f"workflows (model files {source}{device})")
+    for line in workflow_lines(object_info, comfyui_dir, cpu):
         out(f"  {line}")
     if object_info is None:
-        out(f"could not check the server at {client.base_url} (its nodes and model lists are unchecked): start it "
-            f"(or pass --server) and run doctor again")
+        out(f"could not check the server at {mask_secrets(client.base_url)} (its nodes and model lists are "
+            f"unchecked): start it (or pass --server) and run doctor again")
         return NOT_CHECKED_EXIT
     return 0

@@ -1,14 +1,27 @@
 """Errors of the wan-accel command line, each with a message a user can act on (what failed, where, the fix)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+SECRET_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):[^\s/@]*@")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` written ``***``, for anything printed or
+    saved (a server address may carry the credentials of a proxy in front of ComfyUI)."""
+    return SECRET_IN_URL.sub(r"\g<head>:***@", text)
+
 
 class WanAccelError(Exception):
-    """Base of every error the CLI reports as a message (no traceback); ``exit_code`` is the process status."""
+    """Base of every error the CLI reports as a message (no traceback); ``exit_code`` is the process status.
+    Its text never shows a password that a server address carries."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return mask_secrets(super().__str__())
 
 
 class UsageError(WanAccelError):
@@ -146,10 +159,14 @@ def rejection_error(payload: Mapping[str, Any], graph: Mapping[str, Any]) -> Wan
     """The error for a ``POST /prompt`` answered 400: a missing node type, or invalid inputs per node."""
     error = payload.get("error")
     node_errors = payload.get("node_errors") if isinstance(payload.get("node_errors"), Mapping) else {}
-    if isinstance(error, Mapping) and error.get("type") == "invalid_prompt":
-        node_id = str(error.get("details", "")).replace("Node ID", "").strip(" '#")
-        class_type = (graph.get(node_id) or {}).get("class_type")
-        if class_type is not None and "does not exist" in str(error.get("message", "")):
+    missing_type = isinstance(error, Mapping) and (
+        error.get("type") == "missing_node_type"   # ComfyUI 0.33: its own type, the node in extra_info
+        or (error.get("type") == "invalid_prompt" and "does not exist" in str(error.get("message", ""))))  # 0.3.64
+    if missing_type:
+        extra = error.get("extra_info") if isinstance(error.get("extra_info"), Mapping) else {}
+        node_id = str(extra.get("node_id") or str(error.get("details", "")).replace("Node ID", "").strip(" '#"))
+        class_type = (graph.get(node_id) or {}).get("class_type") or extra.get("class_type")
+        if isinstance(class_type, str):
             return MissingNodeType(class_type, node_id)
     if isinstance(error, Mapping):
         summary = str(error.get("message", "")) if node_errors else _describe_error(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +15,7 @@ from .workflow_catalog import ROLES, model_files
 SAMPLER = "KSampler"
 TEXT_ENCODE = "CLIPTextEncode"
 IMAGE_TO_VIDEO = "WanImageToVideo"
+NON_FINITE_WORDS = {"nan", "inf", "infinity"}   # spelled as Python or JSON would, either case or sign
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ def load_api_workflow(path: str | Path) -> dict[str, Any]:
     if not isinstance(graph, dict) or not graph or not all(
             isinstance(node, dict) and "class_type" in node for node in graph.values()):
         raise UsageError(f"{path} is not an API-format workflow (a JSON object of nodes with class_type)")
+    for node_id, node in graph.items():
+        if not isinstance(node.get("inputs"), dict) or not isinstance(node["class_type"], str):
+            raise UsageError(f"{path}: node #{node_id} has no inputs object (or its class_type is not a name); "
+                             f"export the workflow again with Workflow > Export (API)")
     return graph
 
 
@@ -97,9 +103,27 @@ def parse_setting(text: str) -> tuple[str, Any]:
         raise UsageError(f"--set {text!r}: write NODE_ID.INPUT=VALUE, e.g. --set 9.precision=fp32 (node ids are "
                          f"shown in the progress lines)")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError:
-        return key, raw
+        value = raw
+    if _non_finite(value) or raw.strip().lower().lstrip("+-") in NON_FINITE_WORDS:
+        raise UsageError(f"--set {text!r}: {raw} is not a finite number (NaN or infinity would make the node "
+                         f"output garbage, e.g. an all-black video); give a number such as 1.0")
+    return key, value
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a parsed JSON value is, or holds, NaN or infinity."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def fill(graph: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from wan_accel_kernels.gguf import dequantize
 from wan_accel_kernels.gguf.reader import read_gguf
@@ -137,3 +138,16 @@ def test_the_badge_shows_the_dequant_path_the_run_observed_also_a_forced_fallbac
     print(f"\nbadge, auto: {default['lines']}\nbadge, WAN_ACCEL_GGUF_DEQUANT=torch: {forced['lines']}")
     assert forced["stats"]["dequant_path"] == "torch per layer → float32 on cpu (WAN_ACCEL_GGUF_DEQUANT=torch)"
     assert forced["lines"][0] == f"dequant: {forced['stats']['dequant_path']}"
+
+
+def test_a_tensor_one_row_short_is_refused_at_load_with_its_name(wan_pack, tmp_path):
+    """The host sizes the model from block 0; block 1's FFN one row short used to fail in the first matmul."""
+    state = tiny_wan_i2v_state_dict(**DIT_SHAPE)
+    state["blocks.1.ffn.0.weight"] = state["blocks.1.ffn.0.weight"][:-1].contiguous()
+    source = tmp_path / "wan_short_row.safetensors"
+    save_file(state, str(source))
+    name = wan_pack.add_model("diffusion_models", convert(source, tmp_path / "wan_short_row.gguf", "Q8_0",
+                                                           progress=False))
+    message = _expect_node_error(wan_pack, name)
+    assert "wan_short_row.gguf: tensor blocks.1.ffn.0.weight is Q8_0 [511, 256]" in message
+    assert "needs [512, 256]" in message and "re-convert it" in message

@@ -95,7 +95,7 @@ def test_an_entry_of_another_layout_is_reported_corrupt(tmp_path):
 
 
 def test_the_size_limit_evicts_the_least_recently_used_entry(tmp_path):
-    entry_bytes = len(PromptCacheStore(tmp_path / "probe", 1 << 20).put("0" * 16, *pack_fields(
+    entry_bytes = len(PromptCacheStore(tmp_path / "probe", 1 << 20).put("0" * 64, *pack_fields(
         {"latent": torch.zeros(256)})).read_bytes())
     store = PromptCacheStore(tmp_path / "cache", max_bytes=2 * entry_bytes + 10)
     keys = [encoder_key("wan_i2v_concat_latent", {"i": i}, {}) for i in range(3)]

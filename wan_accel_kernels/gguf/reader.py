@@ -1,6 +1,7 @@
 """Reads a GGUF model file into raw ggml blocks plus logical shapes, zero-copy over a memory map."""
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
+
+from .header_scan import GGUFFileError, HeaderLayout, TensorInfo, corrupt, scan_header
 
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
 """Metadata prefix for shapes over ggml's 4 dimensions (ComfyUI-GGUF's convention, so files interoperate)."""
@@ -20,10 +23,6 @@ FLOAT_TYPES = {
 }
 
 
-class GGUFFileError(ValueError):
-    """A GGUF file that cannot be used: not GGUF, truncated, corrupt, or of the wrong model family."""
-
-
 @dataclass(frozen=True)
 class GGUFTensor:
     """One tensor as stored: raw bytes, its ggml type and its logical (torch-order) shape."""
@@ -32,6 +31,8 @@ class GGUFTensor:
     qtype: gguf.GGMLQuantizationType
     shape: tuple[int, ...]
     data: torch.Tensor
+    source: str = ""
+    """The file's name, for errors raised where the tensor is used."""
 
     @property
     def is_float(self) -> bool:
@@ -65,20 +66,6 @@ class GGUFModelFile:
         return counts
 
 
-def _field_value(field: gguf.ReaderField) -> object:
-    """Decodes a scalar, string or int-array metadata field; other kinds come back as None."""
-    kinds = field.types
-    if not kinds:
-        return None
-    if kinds[0] == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-    if kinds[0] == gguf.GGUFValueType.ARRAY:
-        if len(kinds) == 2 and kinds[1] != gguf.GGUFValueType.STRING:
-            return [int(field.parts[i][0]) for i in field.data]
-        return None
-    return field.parts[field.data[0]].tolist()[0]
-
-
 def _check_header(path: Path) -> None:
     if not path.is_file():
         raise GGUFFileError(f"{path}: file not found")
@@ -89,42 +76,49 @@ def _check_header(path: Path) -> None:
                             "convert a safetensors checkpoint with `python -m wan_accel.convert`")
 
 
-def _logical_shape(tensor: gguf.ReaderTensor, metadata: dict[str, object]) -> tuple[int, ...]:
-    stored = metadata.get(ORIG_SHAPE_KEY + tensor.name)
-    if isinstance(stored, list):
-        return tuple(stored)
-    return tuple(int(v) for v in reversed(tensor.shape.tolist()))
+def _logical_shape(path: Path, info: TensorInfo, metadata: dict[str, object]) -> tuple[int, ...]:
+    """The torch-order shape: ComfyUI-GGUF's stored shape where present (it must hold exactly the tensor's
+    values), else the ggml dimensions reversed."""
+    key = ORIG_SHAPE_KEY + info.name
+    if key not in metadata:
+        return tuple(reversed(info.dims))
+    stored = metadata[key]
+    if not isinstance(stored, list) or not all(type(v) is int and v > 0 for v in stored) or len(stored) > 8:
+        raise corrupt(path, f"metadata {key} is {stored!r}, not a shape")
+    count = 1
+    for size in stored:
+        count *= size
+    if count != info.numel:
+        raise corrupt(path, f"metadata {key} gives shape {stored} ({count} values), but tensor {info.name} holds "
+                            f"{info.numel} ({info.qtype.name} {list(reversed(info.dims))})")
+    return tuple(stored)
 
 
-def _expected_nbytes(qtype: gguf.GGMLQuantizationType, shape: tuple[int, ...]) -> int:
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    numel = int(np.prod(shape)) if shape else 1
-    return numel // block_size * type_size
+def _scan(path: Path) -> HeaderLayout:
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+            return scan_header(path, buffer, size)
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFModelFile:
-    """Opens ``path`` read-only; tensors stay memory-mapped until a consumer copies them."""
+    """Opens ``path`` read-only; tensors stay memory-mapped until a consumer copies them. The header is checked
+    by :func:`scan_header` before any tensor is mapped."""
     path = Path(path)
     _check_header(path)
-    try:
-        reader = gguf.GGUFReader(path, "r")
-    except Exception as exc:  # gguf raises ValueError, struct.error, IndexError... for damaged files
-        raise GGUFFileError(f"{path.name} is truncated or corrupt ({type(exc).__name__}: {exc}); "
-                            "download or convert it again") from exc
-    metadata = {name: _field_value(field) for name, field in reader.fields.items()}
+    layout = _scan(path)
+    data = np.memmap(path, mode="r")
+    if data.size != layout.file_size:
+        raise GGUFFileError(f"{path.name} changed while it was being read; load it again")
     tensors: dict[str, GGUFTensor] = {}
-    for tensor in reader.tensors:
-        qtype = gguf.GGMLQuantizationType(int(tensor.tensor_type))
-        shape = _logical_shape(tensor, metadata)
+    for info in layout.tensors:
+        shape = _logical_shape(path, info, layout.metadata)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            raw = torch.from_numpy(tensor.data.reshape(-1).view(np.uint8))
-        expected = _expected_nbytes(qtype, shape)
-        if raw.numel() != expected:
-            raise GGUFFileError(f"{path.name}: tensor {tensor.name} holds {raw.numel()} bytes, "
-                                f"{qtype.name} {list(shape)} needs {expected}; the file is truncated or corrupt")
-        tensors[tensor.name] = GGUFTensor(tensor.name, qtype, shape, raw)
+            raw = torch.from_numpy(data[info.offset:info.offset + info.nbytes])
+        tensors[info.name] = GGUFTensor(info.name, info.qtype, shape, raw, path.name)
     if not tensors:
-        raise GGUFFileError(f"{path.name} holds no tensors; download or convert it again")
-    architecture = metadata.get("general.architecture")
-    return GGUFModelFile(path, architecture if isinstance(architecture, str) else None, tensors, metadata)
+        raise GGUFFileError(f"{path.name} holds no tensors; download it again or re-convert it with "
+                            "`python -m wan_accel.convert`")
+    architecture = layout.metadata.get("general.architecture")
+    return GGUFModelFile(path, architecture if isinstance(architecture, str) else None, tensors, layout.metadata)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ PROFILE_FORMAT = "wan_accel.step_cache_profile"
 PROFILE_VERSION = 1
 DEFAULT_FIT_DEGREE = 2  # 8-step runs give 7 points; a quartic through them oscillates between the points
 STREAM_NAMES = {COND: "cond", UNCOND: "uncond"}
+REMAKE = "re-run the 'Step Cache Calibrate' node to make a new one"
 
 
 @dataclass
@@ -66,24 +67,97 @@ class StepCacheProfile:
         return {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "profile") -> "StepCacheProfile":
-        """Inverse of ``to_json``; the error names ``source`` and what is wrong."""
+    def from_json(cls, data: object, source: str = "profile") -> "StepCacheProfile":
+        """Inverse of ``to_json``; every field's type and length is checked here, so a malformed file fails at load
+        (not during sampling); the error names ``source``, the field and the fix."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} holds a JSON {type(data).__name__}, not a wan-accel step cache profile "
+                             f"object; {REMAKE}")
         if data.get("format") != PROFILE_FORMAT or data.get("version") != PROFILE_VERSION:
             raise ValueError(f"{source} is not a wan-accel step cache profile version {PROFILE_VERSION} "
-                             f"(format {data.get('format')!r}, version {data.get('version')!r}); "
-                             f"re-run the 'Step Cache Calibrate' node to make one")
+                             f"(format {_short(data.get('format'))}, version {_short(data.get('version'))}); {REMAKE}")
         bad = non_finite_field(data)
         if bad is not None:
             raise ValueError(f"{source}: field {bad[0]} is {bad[1]}, not a finite number (NaN or infinity would "
-                             f"disable or force skipping); re-run the 'Step Cache Calibrate' node to make a new one")
-        try:
-            return cls(steps=int(data["steps"]), sigmas=list(data["sigmas"]), latent_shape=list(data["latent_shape"]),
-                       model=str(data["model"]),
-                       streams={k: StreamSeries(**v) for k, v in data["streams"].items()},
-                       teacache={k: TeaCacheFit(**v) for k, v in data["teacache"].items()})
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"{source} is missing or has a malformed field ({error}); "
-                             f"re-run the 'Step Cache Calibrate' node to make a new one") from None
+                             f"disable or force skipping); {REMAKE}")
+        problem = profile_problem(data)
+        if problem is not None:
+            raise ValueError(f"{source} is missing or has a malformed field: {problem}; {REMAKE}")
+        return cls(steps=data["steps"], sigmas=list(data["sigmas"]), latent_shape=list(data["latent_shape"]),
+                   model=data["model"], streams={k: StreamSeries(**v) for k, v in data["streams"].items()},
+                   teacache={k: TeaCacheFit(**v) for k, v in data["teacache"].items()})
+
+
+def _short(value: object) -> str:
+    """``value`` for a message, cut to 40 characters (a hostile file must not flood the log)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_problem(where: str, value: object, length: int | None, optional: bool = False,
+                  check=_is_number, kind: str = "a number") -> str | None:
+    """Why ``value`` is not a list of ``length`` items passing ``check`` (None allowed when ``optional``)."""
+    if not isinstance(value, list):
+        return f"{where} is {_short(value)}, not a list"
+    if length is not None and len(value) != length:
+        return f"{where} has {len(value)} items where {length} are needed"
+    for index, item in enumerate(value):
+        if not (check(item) or (optional and item is None)):
+            return f"{where}[{index}] is {_short(item)}, not {kind}"
+    return None
+
+
+def profile_problem(data: dict) -> str | None:
+    """The first field of a parsed profile with a wrong type, length or value, described, or None if all hold."""
+    for key in ("steps", "sigmas", "latent_shape", "model", "streams", "teacache"):
+        if key not in data:
+            return f"{key} is missing"
+    steps = data["steps"]
+    if not _is_count(steps) or steps < 1:
+        return f"steps is {_short(steps)}, not a positive whole number"
+    if not isinstance(data["model"], str):
+        return f"model is {_short(data['model'])}, not a string"
+    problem = (_list_problem("sigmas", data["sigmas"], steps + 1)
+               or _list_problem("latent_shape", data["latent_shape"], None, check=_is_count, kind="a whole number"))
+    if problem:
+        return problem
+    streams, teacache = data["streams"], data["teacache"]
+    if not isinstance(streams, dict) or "cond" not in streams:
+        return f"streams is {_short(streams)}, not an object with a 'cond' stream"
+    series_fields = {f.name for f in fields(StreamSeries)}
+    for name, series in streams.items():
+        if name not in STREAM_NAMES.values() or not isinstance(series, dict) or set(series) != series_fields:
+            return (f"streams.{_short(name)} is not a cond/uncond stream with exactly the fields "
+                    f"{', '.join(sorted(series_fields))}")
+        for key, value in series.items():
+            problem = _list_problem(f"streams.{name}.{key}", value, steps, optional=key not in ("mag_ratio", "mag_std"))
+            if problem:
+                return problem
+    fit_fields = {f.name for f in fields(TeaCacheFit)}
+    if not isinstance(teacache, dict) or set(teacache) != {INDICATOR_EMBEDDING, INDICATOR_MODULATION}:
+        return f"teacache is not an object with the fits {INDICATOR_EMBEDDING} and {INDICATOR_MODULATION}"
+    for name, fit in teacache.items():
+        if not isinstance(fit, dict) or set(fit) != fit_fields:
+            return f"teacache.{name} is not an object with exactly the fields {', '.join(sorted(fit_fields))}"
+        problem = (_list_problem(f"teacache.{name}.coefficients", fit["coefficients"], None)
+                   or _list_problem(f"teacache.{name}.distance_range", fit["distance_range"], 2))
+        if problem:
+            return problem
+        if not fit["coefficients"]:
+            return f"teacache.{name}.coefficients is empty"
+        if not _is_count(fit["degree"]) or fit["degree"] != len(fit["coefficients"]) - 1:
+            return f"teacache.{name}.degree is {_short(fit['degree'])}, not len(coefficients) - 1"
+        if not _is_number(fit["relative_rmse"]):
+            return f"teacache.{name}.relative_rmse is {_short(fit['relative_rmse'])}, not a number"
+    return None
 
 
 def non_finite_field(data: object) -> tuple[str, float] | None:
@@ -174,11 +248,16 @@ def save_profile(profile: StepCacheProfile, path: str | Path) -> Path:
 
 
 def load_profile(path: str | Path) -> StepCacheProfile:
-    """Reads a profile written by ``save_profile``."""
+    """Reads a profile written by ``save_profile``; anything else is a one-line ``ValueError`` naming the file."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text, so not a profile; {REMAKE}") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-run the 'Step Cache Calibrate' node") from None
+        raise ValueError(f"{path} is not valid JSON ({error}); {REMAKE}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a profile; {REMAKE}") from None
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror or error}); {REMAKE}") from None
     return StepCacheProfile.from_json(data, str(path))
-
