@@ -182,3 +182,15 @@ def test_bench_two_pairs_survives_an_interruption_and_resumes(wan_pack, tiny_mod
         assert sample["seconds"] > 0 and Path(sample["outputs"][0]).is_file()
     mean = sum(s["seconds"] for s in results) / 2
     assert f"mean time per sample: {mean:.2f} s -> speed score 1" in resumed.stdout
+
+
+def test_a_missing_node_type_is_exit_4_with_the_fix_on_this_host(wan_pack):
+    """0.3.64 and 0.33 reject an unknown class_type in different reply shapes; both become MissingNodeType."""
+    from wan_accel.client import ComfyClient
+    from wan_accel.errors import MissingNodeType
+
+    graph = {"7": {"class_type": "WanAccelNoSuchNode", "inputs": {}}}
+    with pytest.raises(MissingNodeType) as rejected:
+        ComfyClient(wan_pack.url).queue(graph)
+    assert rejected.value.exit_code == 4
+    assert "WanAccelNoSuchNode" in str(rejected.value) and "restart ComfyUI" in str(rejected.value)
