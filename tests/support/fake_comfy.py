@@ -136,3 +136,23 @@ class FakeComfy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+#: A small API graph that :func:`fake_for_graph` serves every node type and model file of.
+API_GRAPH = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+    "2": {"class_type": "WanAccelLoadDiTGGUF", "inputs": {"unet_name": "wan.gguf"}},
+    "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 0]}},
+    "11": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["5", 0], "seed": 0}},
+    "15": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "wan_accel/x"}},
+}
+
+
+def fake_for_graph(ws_messages: list) -> FakeComfy:
+    """A started fake that knows :data:`API_GRAPH`'s node types and ``wan.gguf``, answering with ``ws_messages``."""
+    server = FakeComfy()
+    server.object_info.update({name: {"input": {}} for name in ("LoadImage", "CLIPTextEncode", "KSampler",
+                                                                 "SaveVideo")})
+    server.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
+    server.ws_messages = list(ws_messages)
+    return server

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_comfy import HISTORY_OK, FakeComfy
+from tests.support.fake_comfy import API_GRAPH as GRAPH
+from tests.support.fake_comfy import HISTORY_OK, fake_for_graph
 from wan_accel.bench import Sample
 from wan_accel.bench_dispatch import run_bench
 from wan_accel.bench_servers import ComfyBenchServer
@@ -19,13 +20,6 @@ from wan_accel.errors import MalformedReply, UsageError, WanAccelError
 from wan_accel.graph_fill import Overrides
 
 BOUND_SECONDS = 15.0
-GRAPH = {
-    "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
-    "2": {"class_type": "WanAccelLoadDiTGGUF", "inputs": {"unet_name": "wan.gguf"}},
-    "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 0]}},
-    "11": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["5", 0], "seed": 0}},
-    "15": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "wan_accel/x"}},
-}
 SUCCESS = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
            {"type": "execution_success", "data": {"prompt_id": "p1"}}]
 
@@ -91,17 +85,9 @@ class Gated:
         self.server.interrupt()
 
 
-def _fake() -> FakeComfy:
-    fake = FakeComfy()
-    fake.object_info.update({name: {"input": {}} for name in ("LoadImage", "CLIPTextEncode", "KSampler", "SaveVideo")})
-    fake.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
-    fake.ws_messages = list(SUCCESS)
-    return fake
-
-
 @pytest.fixture
 def fakes():
-    servers = [_fake(), _fake()]
+    servers = [fake_for_graph(SUCCESS), fake_for_graph(SUCCESS)]
     yield servers
     for server in servers:
         server.close()

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_comfy import HISTORY_OK, FakeComfy
+from tests.support.fake_comfy import API_GRAPH as GRAPH
+from tests.support.fake_comfy import HISTORY_OK, FakeComfy, fake_for_graph
 from wan_accel.cli import main
 from wan_accel.client import normalise_server
 from wan_accel.errors import UsageError
 
-GRAPH = {
-    "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
-    "2": {"class_type": "WanAccelLoadDiTGGUF", "inputs": {"unet_name": "wan.gguf"}},
-    "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["4", 0]}},
-    "11": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["5", 0], "seed": 0}},
-    "15": {"class_type": "SaveVideo", "inputs": {"filename_prefix": "wan_accel/x"}},
-}
 START = {"type": "execution_start", "data": {"prompt_id": "p1"}}
 SUCCESS = {"type": "execution_success", "data": {"prompt_id": "p1"}}
 
@@ -69,11 +63,7 @@ SCENARIOS = {
 
 @pytest.fixture
 def fake():
-    server = FakeComfy()
-    server.object_info.update({name: {"input": {}} for name in ("LoadImage", "CLIPTextEncode", "KSampler",
-                                                                 "SaveVideo")})
-    server.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
-    server.ws_messages = [SUCCESS]
+    server = fake_for_graph([SUCCESS])
     yield server
     server.close()
 
