@@ -6,9 +6,10 @@
 #
 #   unit           -> unit.txt           CPU torch 2.13.0 (/opt/wheels), requirements.txt, requirements-test.txt
 #   device-parity  -> device-parity.txt  a lent GPU's torch 2.11.0 and Triton 3.6.0, and the GPU suite's wheels
+#   score          -> score.txt          torch 2.14.1 + torchvision 0.29.1, the score extra, VBench 0.1.5 (no deps)
 #   HOST_DIR       -> host-VERSION.txt   what tests/host/setup_host_env.sh resolves for that ComfyUI tree
 #
-# No TARGET: unit, device-parity and every ../shared/host/ComfyUI-* tree. --out DIR writes the locks to DIR instead
+# No TARGET: unit, device-parity, score and every ../shared/host/ComfyUI-* tree. --out DIR writes the locks to DIR instead
 # of .ci/locks; --keep DIR keeps each resolved environment as DIR/<lock name> (the newest-versions command tests it).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ while [ "$#" -gt 0 ]; do
 done
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(unit device-parity)
+    targets=(unit device-parity score)
     for dir in "$REPO"/../shared/host/ComfyUI-*; do
         [ -f "$dir/main.py" ] && targets+=("$(cd "$dir" && pwd)")
     done
@@ -43,9 +44,11 @@ lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
     case $target in
         unit) name=unit; how=unit; inputs=("$REPO/requirements.txt" "$REPO/requirements-test.txt") ;;
         device-parity) name=device-parity; how=device-parity ;;
+        score) name=score; how=score
+            inputs=("$REPO/requirements.txt" "$REPO/requirements-test.txt" "$REPO/requirements-score.txt") ;;
         *)
             if [ ! -f "$target/comfyui_version.py" ]; then
-                echo "make_locks: $target is neither unit, device-parity nor a ComfyUI tree (no comfyui_version.py)" >&2
+                echo "make_locks: $target is neither unit, device-parity, score nor a ComfyUI tree (no comfyui_version.py)" >&2
                 exit 2
             fi
             version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$target/comfyui_version.py")
@@ -65,6 +68,14 @@ lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
             # tensor __index__), which NumPy 2.4 refuses; a GPU compiles its kernels and never runs that code.
             "$PYTHON" -m venv "$venv"
             quiet_pip "$venv/bin/python" install --quiet torch==2.11.0 triton==3.6.0 "${SUITE_WHEELS[@]}" "numpy<2.4" ;;
+        score)
+            # VBench pins transformers 4.33 and timm <= 1.0.12 that the rest cannot use; its metric code (AMT-S
+            # among it) needs none of them, so it goes in without its dependencies, as the README tells users.
+            "$PYTHON" -m venv "$venv"
+            quiet_pip "$venv/bin/python" install --quiet torch==2.14.1 torchvision==0.29.1
+            quiet_pip "$venv/bin/python" install --quiet -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" \
+                -r "$REPO/requirements-score.txt"
+            quiet_pip "$venv/bin/python" install --quiet --no-deps vbench==0.1.5 ;;
         *) "$REPO/tests/host/setup_host_env.sh" --unlocked "$target" "$venv" ;;
     esac
     {

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from .errors import UsageError
 
@@ -88,13 +88,14 @@ class SampleResult:
 
 
 class QualityMetric(Protocol):
-    """A quality measure of one generated sample; ``unavailable_reason`` says why it cannot run here (or None)."""
+    """A quality measure of one generated sample; ``unavailable_reason`` says why it cannot run here (or None).
+    ``measure`` gives one value, recorded under the metric's name, or several by name (``--score``'s indices)."""
 
     name: str
 
     def unavailable_reason(self) -> str | None: ...
 
-    def measure(self, sample: Sample, outputs: Sequence[Path]) -> float: ...
+    def measure(self, sample: Sample, outcome: JobOutcome) -> float | Mapping[str, float]: ...
 
 
 class FirstFramePSNR:
@@ -112,13 +113,13 @@ class FirstFramePSNR:
             return f"{exc.name} is not installed (pip install av pillow)"
         return None
 
-    def measure(self, sample: Sample, outputs: Sequence[Path]) -> float:
+    def measure(self, sample: Sample, outcome: JobOutcome) -> float:
         """PSNR over RGB uint8 pixels; inf when identical."""
         import av
         import numpy as np
         from PIL import Image
 
-        video = next((p for p in outputs if p.suffix.lower() in (".mp4", ".webm", ".mkv", ".mov")), None)
+        video = next((p for p in outcome.outputs if p.suffix.lower() in (".mp4", ".webm", ".mkv", ".mov")), None)
         if video is None:
             raise ValueError("no video among the outputs")
         with av.open(str(video)) as container:
@@ -188,7 +189,8 @@ def measure_metrics(sample: Sample, outcome: JobOutcome, metrics: Sequence[Quali
     measured = {}
     for metric in metrics:
         try:
-            measured[metric.name] = metric.measure(sample, outcome.outputs)
+            value = metric.measure(sample, outcome)
+            measured.update(value if isinstance(value, Mapping) else {metric.name: value})
         except Exception as exc:  # a metric must never lose a generated sample
             report(f"metric {metric.name} failed on {sample.id}: {exc}")
     return measured

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .bench import Sample, SampleResult, speed_score
 from .errors import UsageError, mask_secrets
+from .quality.formulas import final_score
 
 try:
     import fcntl
@@ -44,17 +45,22 @@ def read_results(path: Path, config: Mapping[str, Any]) -> dict[str, SampleResul
 
 
 def write_results(path: Path, config: Mapping[str, Any], results: Sequence[SampleResult]) -> None:
-    """Writes every result atomically through a temporary file of this process and thread (two writers never share
-    one): a reader sees the old file or the new one, never a partial one. Passwords in server addresses are masked."""
+    """Writes every result atomically (:func:`write_json_atomic`). Passwords in server addresses are masked."""
+    write_json_atomic(path, {"version": RESULTS_VERSION, "config": dict(config),
+                             "samples": [asdict(r) for r in results]})
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Writes ``payload`` as JSON through a temporary file of this process and thread (two writers never share one):
+    a reader sees the old file or the new one, never a partial one. Passwords in server addresses are masked."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    payload = {"version": RESULTS_VERSION, "config": dict(config), "samples": [asdict(r) for r in results]}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(mask_secrets(json.dumps(payload, indent=2, ensure_ascii=False)) + "\n", encoding="utf-8")
         os.replace(partial, path)
     except OSError as exc:
-        raise UsageError(f"cannot write the results file {path} ({exc.strerror or exc}); free space or fix its "
-                         f"folder, then run the same command to resume") from None
+        raise UsageError(f"cannot write {path} ({exc.strerror or exc}); free space or fix its folder, then run the "
+                         f"same command to resume") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -158,6 +164,9 @@ class BenchSummary:
             if self.invalid_samples:
                 out.append(f"{self.invalid_samples} sample(s) took over 600 s (invalid)")
         out += [f"mean {name}: {value:.3f}" for name, value in self.metric_means.items()]
+        final = final_score(self.metric_means, self.score)
+        if final is not None:
+            out.append(f"final score {final:.4f} = 0.2 x (subject + background + smoothness + imaging + speed score)")
         for server in self.servers:
             mean = "n/a" if server.mean_seconds is None else f"{server.mean_seconds:.2f} s/sample"
             out.append(f"server {server.name}: {server.samples} sample(s) this run, mean {mean}")

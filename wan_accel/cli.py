@@ -3,6 +3,8 @@
     wan-accel run --workflow winner --image in.png --prompt "..." [--comfyui DIR | --server URL] [--seed N] [--out DIR]
     wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
     wan-accel doctor [--server URL] [--comfyui DIR]
+    wan-accel score --videos DIR_OR_RESULTS_JSON [--images DIR] [--metrics LIST] [--out scores.json]
+    wan-accel compare A B [--out DIR]
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .doctor import run_doctor
 from .errors import UsageError, WanAccelError, mask_secrets, node_label
 from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
 from .launcher import LocalComfyUI
+from .score_cli import add_commands, add_score_options, bench_scorer
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
@@ -173,6 +176,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{out_dir}", flush=True)
     display = BatchDisplay([s.name for s in servers])
     metrics = [METRICS[metric]() for metric in args.metric]
+    scorer = bench_scorer(args, out_dir)   # before any sample: a missing weight file is found at once
+    if scorer is not None:
+        metrics.append(scorer)
     try:
         summary = run_bench(samples, servers, out_dir / "results.json", config, metrics, display,
                             retries=args.retries)
@@ -210,7 +216,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``wan-accel`` argument parser with its three subcommands."""
+    """The ``wan-accel`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="wan-accel", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -251,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace a video of the same name in --out/videos (default: save under a new name)")
     bench.add_argument("--metric", action="append", default=[], choices=sorted(METRICS),
                        help="quality metric to record per sample (repeatable)")
+    bench.add_argument("--score", action="store_true",
+                       help="score each sample like the challenge as it finishes (the score extra): indices in "
+                            "results.json, curves in scores.json; the summary gives the final score")
+    add_score_options(bench, prefix="score-")
     bench.set_defaults(handler=cmd_bench)
 
     doctor = commands.add_parser("doctor", help="torch/CUDA/GPU, fp8, triton, sageattention, server, model files")
@@ -258,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--comfyui", help="ComfyUI folder to look for model files in when the server is down "
                                           "(default $COMFYUI_PATH)")
     doctor.set_defaults(handler=cmd_doctor)
+    add_commands(commands)
     return parser
 
 

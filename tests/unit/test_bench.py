@@ -180,8 +180,18 @@ class ConstantMetric:
     def unavailable_reason(self):
         return None
 
-    def measure(self, sample, outputs):
+    def measure(self, sample, outcome):
         return 30.0 + int(sample.id[1:])
+
+
+class SeveralValuesMetric:
+    name = "several"
+
+    def unavailable_reason(self):
+        return None
+
+    def measure(self, sample, outcome):
+        return {"subject": 0.5 + int(sample.id[1:]) / 10, "imaging": outcome.seconds / 1000}
 
 
 class UnavailableMetric:
@@ -190,7 +200,7 @@ class UnavailableMetric:
     def unavailable_reason(self):
         return "its model weights are not downloaded"
 
-    def measure(self, sample, outputs):
+    def measure(self, sample, outcome):
         raise AssertionError("never called")
 
 
@@ -203,6 +213,14 @@ def test_quality_metrics_plug_in_and_report_why_they_cannot_run(tmp_path):
     assert summary.lines()[1:4] == ["mean time per sample: 355.00 s -> speed score 0.75",
                                     "1 sample(s) took over 600 s (invalid)", "mean constant: 30.500"]
     assert summarise([], 0).lines() == ["0/0 samples succeeded, 0 failed", "mean time: n/a (no successful sample)"]
+
+
+def test_a_metric_with_several_values_records_each_under_its_own_name(tmp_path):
+    summary = run_bench(_samples(tmp_path, 2), FakeGenerate(tmp_path, {"s0": 100.0, "s1": 300.0}),
+                        tmp_path / "results.json", CONFIG, [SeveralValuesMetric()], [].append)
+    saved = json.loads((tmp_path / "results.json").read_text())["samples"]
+    assert [s["metrics"] for s in saved] == [{"subject": 0.5, "imaging": 0.1}, {"subject": 0.6, "imaging": 0.3}]
+    assert summary.metric_means == pytest.approx({"subject": 0.55, "imaging": 0.2})
 
 
 def test_first_frame_psnr_compares_the_video_start_with_the_image(tmp_path):
@@ -222,7 +240,8 @@ def test_first_frame_psnr_compares_the_video_start_with_the_image(tmp_path):
         container.mux(stream.encode())
     sample = Sample("v", tmp_path / "start.png", "p")
     assert FirstFramePSNR().unavailable_reason() is None
-    assert FirstFramePSNR().measure(sample, [video]) > 40.0  # lossless h264 up to the RGB<->YUV round trip
+    outcome = JobOutcome(1.0, 0.0, None, [video])
+    assert FirstFramePSNR().measure(sample, outcome) > 40.0  # lossless h264 up to the RGB<->YUV round trip
     inverted = tmp_path / "inverted.png"
     Image.fromarray(255 - image).save(inverted)
-    assert FirstFramePSNR().measure(Sample("v", inverted, "p"), [video]) < 10.0
+    assert FirstFramePSNR().measure(Sample("v", inverted, "p"), outcome) < 10.0

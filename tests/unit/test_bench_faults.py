@@ -197,4 +197,4 @@ def test_a_results_file_that_cannot_be_written_stops_the_batch_with_one_line(fak
     (results / "keep").write_text("")
     error, _, _ = _bounded_bench(samples, [server], results)
     assert isinstance(error, UsageError) and isinstance(error, WanAccelError)
-    assert str(error).startswith(f"cannot write the results file {results} (") and "\n" not in str(error)
+    assert str(error).startswith(f"cannot write {results} (") and "\n" not in str(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..errors import UsageError
 from .metric import VideoMetric
 from .weights import WeightSpec
 
@@ -13,7 +14,11 @@ METRIC_MODULES = {"subject": "subject", "background": "background", "smoothness"
 
 
 def _module(name: str):
-    return importlib.import_module(f".{METRIC_MODULES[name]}", __package__)
+    try:
+        return importlib.import_module(f".{METRIC_MODULES[name]}", __package__)
+    except ImportError as exc:
+        raise UsageError(f"metric {name} needs {exc.name or 'a package'}, which is not installed: install the score "
+                         f"extra, pip install 'wan-accel[score]' (README, Measuring quality)") from None
 
 
 def weight_specs(names=tuple(METRIC_MODULES)) -> list[WeightSpec]:
