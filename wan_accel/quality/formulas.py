@@ -72,7 +72,10 @@ def top_flow_magnitude(flow: np.ndarray) -> float:
 
 
 def is_dynamic(pair_magnitudes: Sequence[float], sampled_frames: int, height: int, width: int) -> bool:
-    """True when at least :func:`dynamic_count_needed` pairs move more than :func:`dynamic_threshold`."""
+    """True when at least :func:`dynamic_count_needed` pairs move more than :func:`dynamic_threshold`; a video with no
+    pair (one sampled frame) is static, as VBench's ``check_move`` of an empty list says."""
+    if not pair_magnitudes:
+        return False
     threshold = dynamic_threshold(height, width)
     return sum(m > threshold for m in pair_magnitudes) >= dynamic_count_needed(sampled_frames)
 
