@@ -21,13 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clip_vision_stub import write_clip_vision_h_stub
 from tests.support.comfy_server import ComfyServer
 from tests.support.host_inprocess import import_host
+from tests.support.tiny_cli_models import install_cli_models
 from tests.support.tiny_models import write_random_image
-from tests.support.umt5_files import write_small_umt5
-from tests.support.wan_vae_weights import write_wan21_vae
-from wan_accel.convert import convert
 from wan_accel.graph_fill import load_api_workflow
 from wan_accel.workflow_catalog import WORKFLOWS
 
@@ -43,16 +40,10 @@ PROMPT = "a cat walks on the beach"
 @pytest.fixture(scope="module")
 def tiny_models(wan_pack: ComfyServer, comfy_models: dict[str, str]) -> list[str]:
     """Installs the GGUF DiT, small umt5, ViT-H stub and random VAE; returns the CLI flags that select them."""
-    import_host()  # the VAE writer takes its key layout from the host's own Wan VAE
     t0 = time.monotonic()
-    dit = "wan_tiny_i2v_Q6_K.gguf"
-    convert(wan_pack.models_dir / "diffusion_models" / comfy_models["dit"],
-            wan_pack.models_dir / "diffusion_models" / dit, "Q6_K")
-    encoder = wan_pack.add_model("text_encoders", write_small_umt5, "umt5_small.safetensors")
-    vision = wan_pack.add_model("clip_vision", write_clip_vision_h_stub, "clip_vision_h_stub.safetensors")
-    vae = wan_pack.add_model("vae", write_wan21_vae, "wan21_vae_random.safetensors")
+    flags = install_cli_models(wan_pack.models_dir, wan_pack.models_dir / "diffusion_models" / comfy_models["dit"])
     print(f"\n[cli] GGUF DiT, umt5, ViT-H stub and VAE written in {time.monotonic() - t0:.1f} s")
-    return ["--dit", dit, "--text-encoder", encoder, "--clip-vision", vision, "--vae", vae]
+    return flags
 
 
 @pytest.fixture(scope="module")
