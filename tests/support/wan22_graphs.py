@@ -29,7 +29,8 @@ EXPERT_NODES = {"high": {"model": "11", "lora": "21", "shift": "31", "sampler": 
 
 
 def two_expert_graph(high: tuple[str, dict], low: tuple[str, dict], *,
-                     loras: dict[str, tuple[str, float]] | None = None, steps: int = 4, switch_step: int = 2, shift: float = 5.0, seed: int = 0, cfg: float = 1.0,
+                     loras: dict[str, tuple[str, float]] | None = None, steps: int = 4, switch_step: int = 2,
+                     shift: float = 5.0, seed: int = 0, cfg: float = 1.0,
                      sampler_name: str = "euler", scheduler: str = "simple", width: int = 64, height: int = 64,
                      length: int = 5, positive: str = "a cat walks on the beach", negative: str = "low quality",
                      filename_prefix: str = "latents/wan22") -> dict[str, Any]:
