@@ -26,7 +26,6 @@ import nodes as host_nodes
 from comfy_api.latest import io, ui
 
 from ..wan_accel_kernels.expert_switch import (
-    EXPERTS,
     HIGH_NOISE,
     LOW_NOISE,
     WAN22_I2V_BOUNDARY,
@@ -157,5 +156,5 @@ class WanExpertSampler(io.ComfyNode):
         notes += timings
         report_node_stats("WanAccelExpertSampler", NodeStats(expert_steps=counts, notes=tuple(notes)))
         lines = notes + [f"{expert_label(e)}: {c['computed']} computed, {c['skipped']} skipped of {c['steps']}"
-                         for e, c in counts.items() if e in EXPERTS]
+                         for e, c in counts.items()]
         return io.NodeOutput(latent, ui=ui.PreviewText("\n".join(lines)))

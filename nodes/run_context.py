@@ -5,7 +5,9 @@ guider its own copy of ``model_options`` (the host's ``create_model_options_clon
 a fresh :class:`RunContext` in its ``transformer_options``. Our other wrappers find it with :func:`current_run`
 and report into it (step cache, attention, cfg schedule); the GGUF layers add each dequantisation to its
 :class:`~wan_accel_kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
-run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end.
+run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end. A Wan 2.2 expert's clone
+carries an :class:`ExpertRun` (set by the Expert Sampler): its run's reports are labelled with the expert and also
+collected there, so the sampler shows each expert's steps.
 """
 from __future__ import annotations
 
