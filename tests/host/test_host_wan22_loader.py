@@ -207,3 +207,22 @@ def test_the_lightning_loras_load_every_key_on_the_expert(host, files):
     key_map = host.lora.model_lora_keys_unet(patcher.model, {})
     patches = host.lora.load_lora(lora, key_map)
     assert len(patches) == len(lora) // 3 == 2 * 10
+
+
+@pytest.mark.parametrize("expert", EXPERTS)
+def test_each_expert_computes_in_bf16_on_the_16_bit_path(host, files, expert):
+    """``compute_dtype`` bf16 (what the host picks on a bf16 GPU), bf16 inputs as the host's ``apply_model`` casts
+    them: the forward runs in bf16 and equals the fp32 one to bf16 rounding."""
+    gguf_model = import_pack_module("nodes.gguf_model")
+    outputs = {}
+    for choice, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        patcher = gguf_model.load_wan_gguf(files[expert]["Q6_K"], choice).patcher
+        patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=0)
+        try:
+            with torch.no_grad():
+                outputs[dtype] = patcher.model.diffusion_model(*(t.to(dtype) for t in dit_inputs(seed=5)))
+        finally:
+            patcher.unpatch_model()
+    error = _rel(outputs[torch.bfloat16].float(), outputs[torch.float32])
+    print(f"\n{expert}-noise expert, Q6_K, bf16 vs fp32 compute: relative L2 {error:.4f}")
+    assert outputs[torch.bfloat16].dtype == torch.bfloat16 and 0 < error < 0.02
