@@ -35,6 +35,7 @@ import suite_postprocess  # noqa: E402
 import suite_projection  # noqa: E402
 import suite_unit_tests  # noqa: E402
 import suite_vae  # noqa: E402
+import suite_wan22  # noqa: E402
 from suite_context import DRY_SHAPE, SuiteContext, full_shape  # noqa: E402
 from suite_host import load_host  # noqa: E402
 from suite_runner import Budget, clean, markdown, run_sections  # noqa: E402
@@ -44,7 +45,8 @@ DRY_SECTION_LIMIT_S = 45.0  # the slowest dry-run section takes ~12 s alone on a
 DRY_BUDGET_S = 180.0  # with the per-section limit: no dry run outlasts this (plus start-up), however slow the CPU
 DRY_CPU_THREADS = 1  # tiny shapes gain nothing from threads, and OpenMP threads on a busy CPU spin: 2.4x slower
 SECTIONS = (suite_unit_tests.SECTION, suite_models.DIT, suite_models.LINEARS, suite_kernels.ATTENTION,
-            suite_vae.SECTION, suite_postprocess.SECTION, suite_kernels.TEXT_ENCODER, suite_projection.SECTION)
+            suite_vae.SECTION, suite_postprocess.SECTION, suite_kernels.TEXT_ENCODER, suite_wan22.SECTION,
+            suite_projection.SECTION)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

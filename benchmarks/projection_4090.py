@@ -18,6 +18,8 @@ from typing import Optional
 from gpu_specs import RTX_4090, GPUSpec
 
 SLOW_END_EFFICIENCY = 0.75
+PCIE4_X16_PINNED_GBS = 25.0     # a 4090's host-to-device copy from pinned RAM (PCIe 4.0 x16, about 80% of 31.5 GB/s)
+PCIE4_X16_PAGEABLE_GBS = 12.5   # from pageable RAM: the driver stages through a pinned buffer, about half
 VIDEO_STEPS = 8
 RTX4090_MEMORY_GIB = 24.0
 ARITHMETICS = ("bf16", "int8", "fp8")
@@ -103,6 +105,19 @@ def vae(spec: GPUSpec, seconds: float) -> Range:
 def video(step: Range, vae_range: Optional[Range]) -> Range:
     """An 8-step video: ``VIDEO_STEPS`` DiT steps plus the VAE (when it was measured)."""
     total = step.scaled(VIDEO_STEPS)
+    return total + vae_range if vae_range is not None else total
+
+
+def expert_switch(bytes_moved: int) -> Range:
+    """One Wan 2.2 expert switch on a 4090 (a term of its own in a Wan 2.2 video): the next expert's bytes over PCIe
+    4.0 x16, from pinned RAM (fast end) to pageable RAM (slow end); nothing of it overlaps compute."""
+    return Range(bytes_moved / (PCIE4_X16_PINNED_GBS * 1e9), bytes_moved / (PCIE4_X16_PAGEABLE_GBS * 1e9))
+
+
+def wan22_video(step_high: Range, step_low: Range, steps_high: int, steps_low: int, switch: Range,
+                vae_range: Optional[Range]) -> Range:
+    """A Wan 2.2 video: each expert's steps, plus one switch, plus the VAE (when it was measured)."""
+    total = step_high.scaled(steps_high) + step_low.scaled(steps_low) + switch
     return total + vae_range if vae_range is not None else total
 
 

@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .attention_patch import PatchAttention
 from .cfg_schedule import CFGSchedule, CFGScheduleGuider
+from .expert_sampler import WanExpertSampler
 from .gguf_loader import LoadWanDiTGGUF
 from .image_encoder_cache import CLIPVisionEncodeCached, WanImageToVideoCached
 from .postprocess import TextureColourEnhance
@@ -23,7 +24,7 @@ class WanAccelExtension(ComfyExtension):
         return [LoadWanDiTGGUF, TextureColourEnhance, PatchAttention,
                 WanTeaCache, WanMagCache, WanStepCacheCalibrate, CFGSchedule, CFGScheduleGuider,
                 LoadVAEPrecision, VAEDecodeBounded, CLIPVisionEncodeCached, WanImageToVideoCached,
-                LoadTextEncoderFP8, EncodePromptCached]
+                LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler]
 
 
 async def comfy_entrypoint() -> WanAccelExtension:

@@ -1,4 +1,4 @@
-"""Node "Load Wan DiT (GGUF)": a Wan 2.1 DiT from a .gguf file, weights dequantised per layer at run time.
+"""Node "Load Wan DiT (GGUF)": a Wan 2.1 I2V DiT or Wan 2.2 I2V A14B expert from a .gguf file, dequantised per layer.
 
 Its editor badge shows the weights at load, and after each sampling run the dequant path that run observed."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ UNET_FILE = ModelFileInput("unet_name", "diffusion_models", frozenset(GGUF_EXTEN
 
 
 class LoadWanDiTGGUF(io.ComfyNode):
-    """Loads a GGUF Wan 2.1 DiT (e.g. Q6_K) so a 14B model fits a 24 GB GPU."""
+    """Loads a GGUF Wan 2.1 I2V DiT or one Wan 2.2 I2V A14B expert (e.g. Q6_K) so a 14B model fits a 24 GB GPU."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -24,15 +24,19 @@ class LoadWanDiTGGUF(io.ComfyNode):
             node_id=NODE_ID,
             display_name="Load Wan DiT (GGUF)",
             category="wan-accel/loaders",
-            description="Loads a Wan 2.1 diffusion model from a .gguf file in models/diffusion_models or "
-                        "models/unet. Weights stay quantised in memory and are dequantised per layer, on the "
-                        "compute device, at every forward; LoRAs apply after dequantisation. compute 'int8 W8A8' / "
-                        "'fp8 W8A8' instead requantises the block linears (attention, FFN) once at load and keeps "
-                        "them resident in 8 bits (1.22x the Q6_K bytes of those layers, +2.9 GB at 14B; requantising "
-                        "per forward would redo that work at every step), multiplying 8-bit activations (one scale "
-                        "per token; int8 Hadamard-rotated) on int8/fp8 tensor cores. A LoRA is added to the "
-                        "dequantised weight, which is then requantised. A GPU without such tensor cores falls back "
-                        "to 16 bits and says why; fp8 on CPU is an emulation.",
+            description="Loads a Wan 2.1 I2V diffusion model, or one Wan 2.2 I2V A14B expert (high "
+                        "or low noise: one loader per expert), from a .gguf file in "
+                        "models/diffusion_models or models/unet; the Wan 2.2 TI2V 5B is refused. "
+                        "Weights stay quantised in memory and are dequantised per layer, on the "
+                        "compute device, at every forward; LoRAs apply after dequantisation. "
+                        "compute 'int8 W8A8' / 'fp8 W8A8' instead requantises the block linears "
+                        "(attention, FFN) once at load and keeps them resident in 8 bits (1.22x the"
+                        " Q6_K bytes of those layers, +2.9 GB at 14B; requantising per forward "
+                        "would redo that work at every step), multiplying 8-bit activations (one "
+                        "scale per token; int8 Hadamard-rotated) on int8/fp8 tensor cores. A LoRA "
+                        "is added to the dequantised weight, which is then requantised. A GPU "
+                        "without such tensor cores falls back to 16 bits and says why; fp8 on CPU "
+                        "is an emulation.",
             inputs=[
                 io.Combo.Input("unet_name", options=UNET_FILE.options(),
                                tooltip="GGUF file, e.g. wan2.1-i2v-14b-480p-Q6_K.gguf"),

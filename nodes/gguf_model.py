@@ -1,4 +1,7 @@
-"""Builds the host's Wan 2.1 model from a GGUF file, weights kept quantised (host glue, no numerics)."""
+"""Builds the host's Wan model (Wan 2.1 I2V 14B, a Wan 2.2 I2V A14B expert) from a GGUF file, weights kept quantised.
+
+Host glue, no numerics. A Wan 2.2 I2V expert has no CLIP-vision branch: the host builds it as its ``WAN21_T2V``
+with ``in_dim`` 36 and adds the image latent and mask channels itself. The Wan 2.2 TI2V 5B is refused by name."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +17,7 @@ import torch
 from ..wan_accel_kernels.gguf import DEQUANTIZE_TYPES, dequantize
 from ..wan_accel_kernels.gguf.reader import GGUFFileError, GGUFModelFile, read_gguf
 from ..wan_accel_kernels.w8a8 import matmul_support, runs_on
+from ..wan_accel_kernels.wan_layout import WanLayout, unsupported_reason, wan_layout
 from .gguf_memory import reserve_dequant_memory
 from .gguf_ops import make_gguf_operations
 from .gguf_patcher import GGUFModelPatcher
@@ -47,10 +51,12 @@ class LoadedGGUFModel:
     w8a8: str | None = None
     w8a8_note: str = ""
     w8a8_layers: int = 0
+    layout: WanLayout | None = None
 
     def summary(self) -> str:
         types = ", ".join(f"{name} x{count}" for name, count in sorted(self.source.type_counts().items()))
-        return (f"{self.source.path.name}: {types}; weights in memory {self.resident_weight_bytes / 2**20:.1f} MiB "
+        name = self.source.path.name + (f" ({self.layout.description})" if self.layout else "")
+        return (f"{name}: {types}; weights in memory {self.resident_weight_bytes / 2**20:.1f} MiB "
                 f"(file {self.source.file_size / 2**20:.1f} MiB), compute {str(self.compute_dtype).split('.')[-1]}"
                 + (f"; {self.w8a8} W8A8 block linears x{self.w8a8_layers}" if self.w8a8 else "")
                 + (f" ({self.w8a8_note})" if self.w8a8_note else ""))
@@ -149,6 +155,10 @@ def load_wan_gguf(path: str | Path, compute_dtype: str = "auto", compute: str = 
     gguf_file = read_gguf(path)
     if gguf_file.architecture not in WAN_ARCHITECTURES:
         raise GGUFFileError(f"{path.name} is a {gguf_file.architecture} model; this loader expects Wan 2.1")
+    layout = wan_layout({name: tensor.shape for name, tensor in gguf_file.tensors.items()})
+    refusal = unsupported_reason(path.name, layout)
+    if refusal:
+        raise GGUFFileError(refusal)
     _check_types(gguf_file)
     state_dict = _model_state_dict(gguf_file)
     model_config = _detect_wan_config(state_dict, path)
@@ -170,6 +180,6 @@ def load_wan_gguf(path: str | Path, compute_dtype: str = "auto", compute: str = 
                                offload_device=comfy.model_management.unet_offload_device())
     layers = sum(1 for module in model.diffusion_model.modules() if is_w8a8(module))
     loaded = LoadedGGUFModel(patcher, gguf_file, dtype, _resident_weight_bytes(model.diffusion_model), fmt, note,
-                             layers)
+                             layers, layout)
     log.info("wan-accel: loaded %s", loaded.summary())
     return loaded

@@ -5,10 +5,13 @@ guider its own copy of ``model_options`` (the host's ``create_model_options_clon
 a fresh :class:`RunContext` in its ``transformer_options``. Our other wrappers find it with :func:`current_run`
 and report into it (step cache, attention, cfg schedule); the GGUF layers add each dequantisation to its
 :class:`~wan_accel_kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
-run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end.
+run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end. A Wan 2.2 expert's clone
+carries an :class:`ExpertRun` (set by the Expert Sampler): its run's reports are labelled with the expert and also
+collected there, so the sampler shows each expert's steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
@@ -22,8 +25,24 @@ from .stats import NodeStats, StatsTarget, report_run_stats
 log = logging.getLogger("wan_accel")
 
 RUN_KEY = "wan_accel_run"                 # transformer_options of a run: its RunContext
+EXPERT_KEY = "wan_accel_expert"           # transformer_options of a Wan 2.2 expert's clone: its ExpertRun
 WRAPPER_KEY = "wan_accel.run_context"
 DEQUANT_TARGET_KEY = "wan_accel_dequant_target"  # transformer_options: the GGUF loader node the dequant path shows on
+
+
+@dataclass
+class ExpertRun:
+    """The Wan 2.2 expert a sampling run belongs to (set by the Expert Sampler on its clone of each expert) and the
+    reports of that run, which the sampler shows per expert."""
+
+    name: str
+    reports: list[tuple[StatsTarget, NodeStats]] = field(default_factory=list)
+
+
+def current_expert(transformer_options: dict) -> Optional[ExpertRun]:
+    """The expert these ``transformer_options`` run as, None for a model no Expert Sampler tagged."""
+    expert = transformer_options.get(EXPERT_KEY)
+    return expert if isinstance(expert, ExpertRun) else None
 
 
 @dataclass
@@ -34,6 +53,7 @@ class RunContext:
     reports: dict[str, tuple[StatsTarget, NodeStats]] = field(default_factory=dict)
     predictions: int = 0
     uncond_passes: int = 0
+    expert: Optional[ExpertRun] = None
 
     def report(self, target: Optional[StatsTarget], stats: NodeStats) -> None:
         """Adds ``stats`` to what ``target`` (a node's :func:`~nodes.stats.current_target`) reports at the end;
@@ -57,6 +77,9 @@ class RunContext:
             log.info("wan-accel run: %s; %s", self.dequant.summary(), path)
             self.report(dequant_target, NodeStats(dequant_path=path))
         for target, stats in self.reports.values():
+            if self.expert is not None:
+                stats = dataclasses.replace(stats, expert=self.expert.name)
+                self.expert.reports.append((target, stats))
             report_run_stats(target, stats)
 
 
@@ -84,7 +107,7 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     guider.model_options = comfy.model_patcher.create_model_options_clone(options)
     transformer_options = guider.model_options.setdefault("transformer_options", {})
-    run = RunContext()
+    run = RunContext(expert=current_expert(transformer_options))
     transformer_options[RUN_KEY] = run
     try:
         with recording(run.dequant):

@@ -35,6 +35,8 @@ class NodeStats:
     cache_policy: Optional[str] = None
     steps_computed: Optional[int] = None
     steps_skipped: Optional[int] = None
+    expert: Optional[str] = None
+    expert_steps: Optional[Mapping[str, Mapping[str, int]]] = None
     dequant_path: Optional[str] = None
     weight_types: Optional[Mapping[str, int]] = None
     resident_bytes: Optional[int] = None
@@ -60,8 +62,12 @@ class NodeStats:
                 line += f" · {self.attention_fallbacks} fallback{'' if self.attention_fallbacks == 1 else 's'}"
             lines.append(line)
         if self.steps_computed is not None or self.steps_skipped is not None:
-            lines.append(f"{self.cache_policy or 'cache'}: {self.steps_computed or 0} computed · "
+            where = f" ({expert_label(self.expert)})" if self.expert is not None else ""
+            lines.append(f"{self.cache_policy or 'cache'}{where}: {self.steps_computed or 0} computed · "
                          f"{self.steps_skipped or 0} skipped")
+        for expert, counts in (self.expert_steps or {}).items():
+            lines.append(f"{expert_label(expert)}: {counts.get('computed', 0)} computed · "
+                         f"{counts.get('skipped', 0)} skipped of {counts.get('steps', 0)} steps")
         if self.dequant_path is not None:
             lines.append(f"dequant: {self.dequant_path}")
         if self.weight_types is not None or self.resident_bytes is not None:
@@ -96,8 +102,18 @@ class NodeStats:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None and f.name not in ("notes", "warnings"):
-                data[f.name] = dict(value) if isinstance(value, Mapping) else value
+                data[f.name] = _plain(value)
         return data
+
+
+def expert_label(expert: str) -> str:
+    """``high_noise`` -> ``high-noise expert``: how a Wan 2.2 expert is named on a badge."""
+    return f"{expert.replace('_', '-')} expert"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping turned into a plain dict (JSON)."""
+    return {key: _plain(item) for key, item in value.items()} if isinstance(value, Mapping) else value
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 the next, whatever the cfg) and reports its statistics into the run's context (:mod:`nodes.run_context`); ``DIFFUSION_MODEL`` wraps the Wan model's
 ``_forward`` and either runs it or returns the input plus the cached output delta (see
 ``wan_accel_kernels/step_cache/runtime.py`` for why the delta). The calibration node shares the wrapper key, so the
-last of these nodes on a model wins.
+last of these nodes on a model wins. Under "Wan 2.2 Expert Sampler" each expert's steps are their own sampling run,
+so each expert starts from an empty cache and computes its first step; a profile calibrated on one expert is refused
+on the other.
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ from ..wan_accel_kernels.step_cache import (
 from ..wan_accel_kernels.step_cache.runtime import SkipPolicy
 from .input_checks import first_problem, float_problem
 from .model_files import ModelFileInput
-from .run_context import current_run, install_run_context
-from .stats import NodeStats, StatsTarget, current_target, seconds_per_step
+from .run_context import current_expert, current_run, install_run_context
+from .stats import NodeStats, StatsTarget, current_target, expert_label, seconds_per_step
 
 log = logging.getLogger("wan_accel")
 
@@ -60,6 +62,8 @@ class StepCacheConfig:
     offload: bool
     profile_steps: int | None = None
     stats_target: StatsTarget | None = None
+    profile_expert: str | None = None
+    profile_name: str | None = None
 
 
 def list_profiles() -> list[str]:
@@ -109,6 +113,8 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     config: StepCacheConfig = transformer_options[CONFIG_KEY]
     sigmas = args[3]
     total_steps = len(sigmas) - 1
+    expert = current_expert(transformer_options)
+    check_profile_expert(config, expert.name if expert is not None else None)
     if config.profile_steps is not None and config.profile_steps != total_steps:
         log.warning("%s: the profile was calibrated at %d steps, this run has %d; its values are resampled. "
                     "Calibrate at %d steps for exact values.", config.policy.name, config.profile_steps, total_steps,
@@ -122,13 +128,28 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     finally:
         transformer_options.pop(RUN_KEY, None)
         stats = run.stats
-        log.info("%s", stats.summary())
+        log.info("%s%s", f"{expert_label(expert.name)}: " if expert is not None else "", stats.summary())
         context = current_run(transformer_options)
         if context is not None:
             context.report(config.stats_target, NodeStats(
                 cache_policy=stats.policy, steps_computed=stats.steps_computed, steps_skipped=stats.steps_skipped,
                 seconds_per_step=seconds_per_step(time.perf_counter() - started, sigmas),
                 notes=(f"DiT forwards: {stats.forwards_computed} run, {stats.forwards_skipped} reused",)))
+
+
+def check_profile_expert(config: StepCacheConfig, expert: str | None) -> None:
+    """Refuses a profile calibrated on one Wan 2.2 expert in a run of the other; warns when the run's expert is not
+    known (a model no Expert Sampler runs), since the check then cannot be made."""
+    if config.profile_expert is None or config.profile_expert == expert:
+        return
+    made_on = expert_label(config.profile_expert)
+    if expert is None:
+        log.warning("%s: profile %s was calibrated on the %s; this model is not run by 'Wan 2.2 Expert Sampler', so "
+                    "wan-accel cannot check that it is that expert", config.policy.name, config.profile_name, made_on)
+        return
+    raise ValueError(f"{config.policy.name} (nodes/step_cache.py): profile {config.profile_name} was calibrated on the "
+                     f"{made_on} and cannot be used on the {expert_label(expert)}, whose steps and residuals differ; "
+                     f"pick a profile calibrated on the {expert_label(expert)} (Step Cache Calibrate on that model)")
 
 
 def _diffusion_model_wrapper(executor, *args, **kwargs):
@@ -252,16 +273,16 @@ class WanTeaCache(io.ComfyNode):
         require_wan(model, "TeaCache (Wan)")
         gate = StepGate(first_steps, last_steps, start_percent, end_percent, max_consecutive_skips)
         policy = TeaCachePolicy.published(model_type, rel_l1_thresh, gate)
-        source, profile_steps = f"published {model_type}", None
+        source, profile_steps, profile_expert = f"published {model_type}", None, None
         if profile != NO_PROFILE:
             calibrated = read_profile(profile)
             fit = calibrated.teacache[policy.indicator]
             policy = TeaCachePolicy(tuple(fit.coefficients), rel_l1_thresh, gate, policy.indicator,
                                     (fit.distance_range[0], fit.distance_range[1]))
             source = f"profile {profile} ({policy.indicator}, fit rel. RMSE {fit.relative_rmse:.3f})"
-            profile_steps = calibrated.steps
+            profile_steps, profile_expert = calibrated.steps, calibrated.expert
         config = StepCacheConfig(policy, cache_device == "offload", profile_steps,
-                                 current_target("WanAccelTeaCache"))
+                                 current_target("WanAccelTeaCache"), profile_expert, profile)
         text = (f"TeaCache: {source}, threshold {rel_l1_thresh:g}, {_describe_gate(gate)}, "
                 f"residual on {cache_device} device")
         log.info("%s", text)
@@ -318,14 +339,15 @@ class WanMagCache(io.ComfyNode):
         require_wan(model, "MagCache (Wan)")
         gate = StepGate(first_steps=1, last_steps=last_steps, max_consecutive_skips=magcache_K)
         policy = MagCachePolicy.published(model_type, magcache_thresh, retention_ratio, gate)
-        source, profile_steps = f"published {model_type}", None
+        source, profile_steps, profile_expert = f"published {model_type}", None, None
         if profile != NO_PROFILE:
             calibrated = read_profile(profile)
             policy = MagCachePolicy(calibrated.mag_ratios(0), calibrated.mag_ratios(1), magcache_thresh,
                                     retention_ratio, gate)
             source, profile_steps = f"profile {profile} ({calibrated.steps} steps)", calibrated.steps
+            profile_expert = calibrated.expert
         config = StepCacheConfig(policy, cache_device == "offload", profile_steps,
-                                 current_target("WanAccelMagCache"))
+                                 current_target("WanAccelMagCache"), profile_expert, profile)
         text = (f"MagCache: {source}, threshold {magcache_thresh:g}, K {magcache_K}, retention {retention_ratio:g}, "
                 f"last {last_steps} steps computed, residual on {cache_device} device")
         log.info("%s", text)

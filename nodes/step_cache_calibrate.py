@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from ..wan_accel_kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
 from ..wan_accel_kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
 from .input_checks import first_problem
-from .run_context import current_run, install_run_context
+from .run_context import current_expert, current_run, install_run_context
 from .stats import NodeStats, current_target
 from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options
 
@@ -46,10 +46,13 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
     output = executor(*args, **kwargs)
     noise, sigmas = args[0], args[3]
     model_name = type(guider.model_patcher.model).__name__
-    profile = recorder.profile(sigmas.tolist(), list(noise.shape), model_name, settings["degree"])
+    expert = current_expert(transformer_options)
+    profile = recorder.profile(sigmas.tolist(), list(noise.shape), model_name, settings["degree"],
+                               expert.name if expert is not None else None)
     path = save_profile(profile, profile_path(settings["file_name"]))
     fits = ", ".join(f"{k} fit rel. RMSE {v.relative_rmse:.3f}" for k, v in profile.teacache.items())
-    text = f"Calibrated {profile.steps} steps at latent {list(noise.shape)} -> {path.name} ({fits})"
+    made_on = f" of the {expert.name.replace('_', '-')} expert" if expert is not None else ""
+    text = f"Calibrated {profile.steps} steps{made_on} at latent {list(noise.shape)} -> {path.name} ({fits})"
     log.info("%s (%s)", text, path)
     context = current_run(transformer_options)
     if context is not None:

@@ -32,7 +32,11 @@ from .score_cli import add_commands, add_score_options, bench_scorer
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
-MODEL_FLAGS = {"dit": "--dit", "text_encoder": "--text-encoder", "clip_vision": "--clip-vision", "vae": "--vae"}
+MODEL_FLAGS = {"dit": "--dit", "dit_high": "--dit-high", "dit_low": "--dit-low", "text_encoder": "--text-encoder",
+               "clip_vision": "--clip-vision", "vae": "--vae"}
+MODEL_HELP = {"dit": "DiT file of a one-model workflow (Wan 2.1)",
+              "dit_high": "high-noise expert's DiT file of a Wan 2.2 workflow",
+              "dit_low": "low-noise expert's DiT file of a Wan 2.2 workflow"}
 
 
 class ProgressPrinter:
@@ -208,7 +212,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frame rate of the saved video (default: the workflow's)")
     for role, flag in MODEL_FLAGS.items():
         parser.add_argument(flag, dest=role, metavar="FILE",
-                            help=f"{role.replace('_', ' ')} file name as the server lists it (default: the workflow's)")
+                            help=f"{MODEL_HELP.get(role, role.replace('_', ' ') + ' file')} name as the server "
+                                 f"lists it (default: the workflow's)")
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE", type=parse_setting,
                         help="set any input of the workflow by node id, e.g. --set 9.precision=fp32 (repeatable; "
                              "ids are shown in the progress lines)")

@@ -1,4 +1,4 @@
-"""Converts a Wan 2.1 DiT safetensors checkpoint to GGUF (Q6_K by default) with bounded memory.
+"""Converts a Wan DiT safetensors checkpoint (Wan 2.1 I2V 14B, a Wan 2.2 I2V A14B expert) to GGUF with bounded memory.
 
 Usage: ``python -m wan_accel.convert in.safetensors out.gguf --type Q6_K [--force]``
 Exit status: 0 written, 2 refused or failed (one line says why and the fix), 130 interrupted (Ctrl-C).
@@ -7,6 +7,15 @@ Tensors are read, quantised and written one at a time, so memory stays near the 
 The output is written to ``out.gguf.part`` and renamed when complete; the 5-D ``patch_embedding``
 is stored as 2-D with its true shape in ``comfy.gguf.orig_shape.*`` metadata, which both our loader
 and ComfyUI-GGUF read.
+
+Wan 2.2 policy: each I2V A14B expert (high noise, low noise) is converted on its own, one file per expert, with the
+same per-tensor types as Wan 2.1 (:mod:`wan_accel.gguf_policy`). Its layout has no CLIP-vision branch
+(no ``img_emb.*``, no ``cross_attn.k_img/v_img/norm_k_img``): nothing is added or synthesised, the file holds exactly
+the source's tensors, and ``wan_accel.model_family`` records ``wan2.2-i2v-a14b`` (``wan2.1`` for Wan 2.1). The host
+then builds it as Wan 2.1 T2V with ``in_dim`` 36, as it does the released files. Refused, naming the file: the Wan
+2.2 TI2V 5B (48-channel latents, see :mod:`wan_accel_kernels.wan_layout`), and fp8_scaled checkpoints (their fp8
+weights need per-tensor scales; converting the raw fp8 values would silently rescale every layer): convert the
+fp16/bf16 file instead.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 from wan_accel_kernels.gguf import quantize
 from wan_accel_kernels.gguf.reader import ORIG_SHAPE_KEY
+from wan_accel_kernels.wan_layout import WanLayout, unsupported_reason, wan_layout
 
 from .gguf_policy import choose_type
 
@@ -30,6 +40,10 @@ ARCHITECTURE = "wan"
 GGML_QUANTIZATION_VERSION = 2
 SOURCE_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 TARGET_TYPES = ("Q6_K", "Q8_0", "F16", "BF16", "F32")
+SCALED_FP8_SUFFIXES = (".scale_weight", ".weight_scale", ".scale_input", ".input_scale", ".comfy_quant")
+SCALED_FP8_MARKER = "scaled_fp8"
+FAMILY_OF_VARIANT = {"wan2.2-i2v-a14b": "wan2.2-i2v-a14b"}
+"""``wan_accel.model_family`` of a variant; every other supported layout stays ``wan2.1``."""
 
 
 class ConversionError(RuntimeError):
@@ -78,7 +92,8 @@ def _unreadable(source: Path, exc: Exception) -> ConversionError:
 
 
 def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[PlannedTensor]:
-    """Reads only the header of ``source`` and decides every tensor's output type."""
+    """Reads only the header of ``source``, refuses the layouts stated in the module docstring, and decides every
+    tensor's output type."""
     plan = []
     try:
         with safe_open(source, framework="pt") as handle:
@@ -95,8 +110,28 @@ def plan_conversion(source: Path, target: gguf.GGMLQuantizationType) -> list[Pla
     if "head.modulation" not in names or "patch_embedding.weight" not in names:
         raise ConversionError(f"{source.name} is not a Wan 2.1 DiT checkpoint (no head.modulation / "
                               "patch_embedding.weight); pass the diffusion model file, e.g. "
-                              "wan2.1_i2v_480p_14B_bf16.safetensors")
+                              "wan2.1_i2v_480p_14B_bf16.safetensors or wan2.2_i2v_high_noise_14B_fp16.safetensors")
+    _refuse_scaled_fp8(source, names)
+    refusal = unsupported_reason(source.name, plan_layout(plan), tool="wan-accel")
+    if refusal:
+        raise ConversionError(refusal)
     return plan
+
+
+def plan_layout(plan: list[PlannedTensor]) -> WanLayout | None:
+    """The Wan variant of the planned tensors (:func:`wan_accel_kernels.wan_layout.wan_layout`)."""
+    return wan_layout({planned.name: planned.shape for planned in plan})
+
+
+def _refuse_scaled_fp8(source: Path, names: set[str]) -> None:
+    """An fp8_scaled checkpoint stores each weight as fp8 times a per-tensor scale; its raw fp8 values are not the
+    weights, so it is refused rather than converted into a silently rescaled model."""
+    scaled = sorted(name for name in names if name == SCALED_FP8_MARKER or name.endswith(SCALED_FP8_SUFFIXES))
+    if scaled:
+        raise ConversionError(f"{source.name} is an fp8_scaled checkpoint ({scaled[0]} and {len(scaled) - 1} more "
+                              f"scale tensors): its fp8 weights need their scales, which GGUF does not keep; convert "
+                              f"the fp16 or bf16 file of the same model instead (e.g. "
+                              f"wan2.2_i2v_high_noise_14B_fp16.safetensors)")
 
 
 INTEGER_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")
@@ -125,7 +160,8 @@ def _write_metadata(writer: gguf.GGUFWriter, plan: list[PlannedTensor], source: 
                     target: gguf.GGMLQuantizationType) -> None:
     writer.add_quantization_version(GGML_QUANTIZATION_VERSION)
     writer.add_name(source.stem)
-    writer.add_string("wan_accel.model_family", "wan2.1")
+    layout = plan_layout(plan)
+    writer.add_string("wan_accel.model_family", FAMILY_OF_VARIANT.get(layout.variant if layout else "", "wan2.1"))
     writer.add_string("wan_accel.target_type", target.name)
     for planned in plan:
         if planned.stored_shape != planned.shape:
@@ -200,7 +236,7 @@ def check_destination(source: Path, destination: Path, force: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wan_accel.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="Wan 2.1 DiT checkpoint (.safetensors)")
+    parser.add_argument("source", help="Wan 2.1 I2V or Wan 2.2 I2V A14B expert DiT checkpoint (.safetensors)")
     parser.add_argument("destination", help="output .gguf path")
     parser.add_argument("--type", default="Q6_K", choices=TARGET_TYPES, help="type of the large weights")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UsageError
-from .workflow_catalog import ROLES, model_files
+from .graph_experts import EXPERT_ROLES, SEED_INPUTS, sampler_nodes, set_expert_files, set_steps
+from .workflow_catalog import ROLES, WORKFLOWS, model_files
 
-SAMPLER = "KSampler"
 TEXT_ENCODE = "CLIPTextEncode"
 IMAGE_TO_VIDEO = "WanImageToVideo"
 NON_FINITE_WORDS = {"nan", "inf", "infinity"}   # spelled as Python or JSON would, either case or sign
@@ -42,7 +42,7 @@ def load_api_workflow(path: str | Path) -> dict[str, Any]:
     try:
         graph = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"workflow file {path} does not exist; pass winner, turbo, reference or an API-format "
+        raise UsageError(f"workflow file {path} does not exist; pass {', '.join(WORKFLOWS)} or an API-format "
                          f"JSON file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"workflow file {path} is not readable JSON: {exc}") from None
@@ -72,9 +72,18 @@ def single_node(graph: Mapping[str, Any], class_type: str, purpose: str) -> str:
     return found[0]
 
 
+def first_sampler(graph: Mapping[str, Any], purpose: str) -> str:
+    """The sampler that starts the run (KSampler, Wan 2.2 Expert Sampler, or the KSamplerAdvanced that adds the
+    noise); a ``UsageError`` saying why it is needed when the graph has none."""
+    found = sampler_nodes(graph)
+    if not found:
+        raise UsageError(f"to set {purpose} the workflow needs a KSampler, Wan 2.2 Expert Sampler or KSamplerAdvanced")
+    return found[0]
+
+
 def prompt_node(graph: Mapping[str, Any], polarity: str) -> str:
-    """The CLIPTextEncode feeding the sampler's ``positive`` or ``negative`` input, through nodes in between."""
-    node_id, input_name = single_node(graph, SAMPLER, f"the {polarity} prompt"), polarity
+    """The CLIPTextEncode feeding the first sampler's ``positive`` or ``negative`` input, through nodes in between."""
+    node_id, input_name = first_sampler(graph, f"the {polarity} prompt"), polarity
     for _ in range(len(graph)):
         link = graph[node_id]["inputs"].get(input_name)
         if not isinstance(link, list):
@@ -84,7 +93,7 @@ def prompt_node(graph: Mapping[str, Any], polarity: str) -> str:
         if node["class_type"] == TEXT_ENCODE:
             return node_id
         input_name = polarity if polarity in node["inputs"] else "conditioning"
-    raise UsageError(f"cannot find the {TEXT_ENCODE} node of the {polarity} prompt upstream of the {SAMPLER}")
+    raise UsageError(f"cannot find the {TEXT_ENCODE} node of the {polarity} prompt upstream of the sampler")
 
 
 def _set(graph: dict, node_id: str, input_name: str, value: Any) -> None:
@@ -136,9 +145,13 @@ def fill(graph: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:
         _set(filled, prompt_node(filled, "positive"), "text", o.prompt)
     if o.negative is not None:
         _set(filled, prompt_node(filled, "negative"), "text", o.negative)
-    for name in ("seed", "steps"):
-        if getattr(o, name) is not None:
-            _set(filled, single_node(filled, SAMPLER, f"the {name}"), name, int(getattr(o, name)))
+    if o.seed is not None:
+        first_sampler(filled, "the seed")
+        for node_id in sampler_nodes(filled):
+            _set(filled, node_id, SEED_INPUTS[filled[node_id]["class_type"]], int(o.seed))
+    if o.steps is not None:
+        first_sampler(filled, "the steps")
+        set_steps(filled, int(o.steps))
     for name in ("width", "height", "length"):
         if getattr(o, name) is not None:
             _set(filled, single_node(filled, IMAGE_TO_VIDEO, f"the video {name}"), name, int(getattr(o, name)))
@@ -146,9 +159,12 @@ def fill(graph: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:
         _set(filled, single_node(filled, "CreateVideo", "the fps"), "fps", float(o.fps))
     if o.filename_prefix is not None:
         _set(filled, single_node(filled, "SaveVideo", "the output name"), "filename_prefix", o.filename_prefix)
+    set_expert_files(filled, o.models)
     for role, file_name in o.models.items():
+        if role in EXPERT_ROLES:
+            continue
         if role not in ROLES:
-            raise UsageError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
+            raise UsageError(f"unknown model role {role!r}; roles: {', '.join((*ROLES, *EXPERT_ROLES))}")
         refs = [ref for ref in model_files(filled) if ref.role == role]
         if not refs:
             raise UsageError(f"the workflow has no loader for the {role.replace('_', ' ')} to set {file_name} on")

@@ -37,6 +37,13 @@ WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (
     Workflow("reference", "wan21_i2v_480p_reference",
              "host-native Wan 2.1 I2V (bf16 DiT, fp16 umt5, 40 uni_pc steps, cfg 5, shift 3): the quality and "
              "speed baseline"),
+    Workflow("wan22_4step", "wan22_i2v_a14b_4step",
+             "Wan 2.2 I2V A14B: both experts Q6_K GGUF, lightx2v 4-step LoRAs at 3.0 (high) / 1.0 (low), euler 4 "
+             "steps cfg 1 split at sigma 0.900 by the Expert Sampler, attention patch, texture and colour, 832x480x81"),
+    Workflow("wan22_turbo", "wan22_i2v_a14b_turbo", "Wan 2.2 4-step with both experts' block linears in int8 W8A8"),
+    Workflow("wan22_reference", "wan22_i2v_a14b_reference",
+             "Wan 2.2 I2V A14B with host nodes only, as the host's template (fp8_scaled experts, the same LoRAs and "
+             "4 steps in two KSamplerAdvanced): the A/B baseline"),
 )}
 
 #: Loader inputs that name a model file: (class_type, input name) -> (role, models/ folder the host reads).
@@ -48,8 +55,9 @@ MODEL_INPUTS: dict[tuple[str, str], tuple[str, str]] = {
     ("CLIPVisionLoader", "clip_name"): ("clip_vision", "clip_vision"),
     ("VAELoader", "vae_name"): ("vae", "vae"),
     ("WanAccelLoadVAE", "vae_name"): ("vae", "vae"),
+    ("LoraLoaderModelOnly", "lora_name"): ("lora", "loras"),
 }
-ROLES = ("dit", "text_encoder", "clip_vision", "vae")
+ROLES = ("dit", "text_encoder", "clip_vision", "vae", "lora")
 
 #: Folders under ComfyUI/models/ the host searches for each folder name (its folder_paths defaults).
 FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
@@ -57,9 +65,12 @@ FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
     "text_encoders": ("text_encoders", "clip"),
     "clip_vision": ("clip_vision",),
     "vae": ("vae",),
+    "loras": ("loras",),
 }
 
 _REPACKAGED = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+_REPACKAGED_22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
+_QUANTSTACK_22 = "https://huggingface.co/QuantStack/Wan2.2-I2V-A14B-GGUF/resolve/main"
 #: Where to download each model file the shipped workflows name.
 DOWNLOADS: dict[str, str] = {
     "wan2.1-i2v-14b-480p-Q6_K.gguf":
@@ -68,6 +79,17 @@ DOWNLOADS: dict[str, str] = {
     "umt5_xxl_fp16.safetensors": f"{_REPACKAGED}/text_encoders/umt5_xxl_fp16.safetensors",
     "clip_vision_h.safetensors": f"{_REPACKAGED}/clip_vision/clip_vision_h.safetensors",
     "wan_2.1_vae.safetensors": f"{_REPACKAGED}/vae/wan_2.1_vae.safetensors",
+    "Wan2.2-I2V-A14B-HighNoise-Q6_K.gguf": f"{_QUANTSTACK_22}/HighNoise/Wan2.2-I2V-A14B-HighNoise-Q6_K.gguf",
+    "Wan2.2-I2V-A14B-LowNoise-Q6_K.gguf": f"{_QUANTSTACK_22}/LowNoise/Wan2.2-I2V-A14B-LowNoise-Q6_K.gguf",
+    "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors":
+        f"{_REPACKAGED_22}/diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+    "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors":
+        f"{_REPACKAGED_22}/diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+    "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors":
+        f"{_REPACKAGED_22}/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+    "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors":
+        f"{_REPACKAGED_22}/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": f"{_REPACKAGED}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
 }
 
 

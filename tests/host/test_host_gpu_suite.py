@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "projection"]
+SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "wan22",
+            "projection"]
 DRY_RUN_TIMEOUT_S = 240  # the dry run's own bound is its 180 s budget plus start-up; ~45 s alone on 2 cores
 LINEAR_COUNTS = {"[256, 256]": 6, "[512, 256]": 1, "[256, 512]": 1}  # per forward at dim 256, ffn 512, 1 layer
 

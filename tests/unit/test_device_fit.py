@@ -56,6 +56,6 @@ def test_doctor_lists_the_fixes_under_each_workflow_only_on_a_cpu(tmp_path):
     on_cpu = workflow_lines(None, tmp_path, cpu=True)
     start = on_cpu.index("winner (wan21_i2v_480p_winner.json): 4 problem(s)")
     assert on_cpu[start + 5] == f"  [no GPU]  {VAE_FIX}"
-    assert sum("[no GPU]" in line for line in on_cpu) == 2   # winner and turbo
+    assert sum("[no GPU]" in line for line in on_cpu) == 4   # the fp16 VAE of winner, turbo, wan22_4step, wan22_turbo
     assert not any("[no GPU]" in line for line in workflow_lines(None, tmp_path, cpu=False))
     assert not any("[no GPU]" in line for line in workflow_lines(None, tmp_path))   # device unknown

@@ -31,7 +31,8 @@ from wan14b_models import random_q6_k  # noqa: E402
 
 from wan_accel_kernels.gguf import dequantize  # noqa: E402
 
-SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "projection"]
+SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "wan22",
+            "projection"]
 HOST_SECTIONS = {"dit", "linears", "vae"}
 DRY_RUN_TIMEOUT_S = 240  # the dry run's own bound is its 180 s budget plus start-up
 H100 = spec_for("NVIDIA H100 80GB HBM3")
@@ -93,7 +94,7 @@ def test_dry_run_without_the_host_names_the_host_sections_as_skipped(no_host):
     assert report["budget_s"] == 180
     expected = {name: ("skipped", "needs the host in-process: COMFYUI_PATH is not set") for name in HOST_SECTIONS}
     expected["projection"] = ("skipped", "needs the dit_rows, linear_s measurements")
-    expected.update({name: ("ok", "") for name in ("unit_tests", "attention", "postprocess", "text_encoder")})
+    expected.update({name: ("ok", "") for name in ("unit_tests", "attention", "postprocess", "text_encoder", "wan22")})
     assert {name: (s["status"], s["reason"][:len(expected[name][1])]) for name, s in sections.items()} == expected
     assert report["elapsed_s"] < report["budget_s"]
 
@@ -110,6 +111,10 @@ def test_dry_run_sections_measure_what_they_say(no_host):
     assert all(r["dtype"] == "fp32" for r in placements)
     encode = sections["text_encoder"]["rows"][-1]
     assert 0.5 < encode["fp8_weights_mib"] / encode["bf16_weights_mib"] < 0.52  # 1 byte vs 2, plus row scales
+    switch = {r["mode"]: r for r in sections["wan22"]["rows"]}
+    assert list(switch) == ["pageable", "reload"] and switch["pageable"]["vs_pageable"] == 1.0  # no pinning on a CPU
+    assert all(r["blocks"] == 1 and r["gib_moved"] == pytest.approx(0.2684, abs=1e-4) for r in switch.values())
+    assert any("peak VRAM 14.1 GiB" in note for note in sections["wan22"]["notes"])
 
 
 def test_a_budget_too_small_skips_every_section_with_its_estimate(tmp_path):
@@ -213,6 +218,14 @@ def test_projection_scales_each_configurations_linears_by_the_peak_of_its_arithm
     assert video.fast == pytest.approx(8 * only_linears.fast + vae.fast)
     with pytest.raises(ValueError, match="no tensor-core peak for 'fp4'"):
         projection.peak_ratio(H100, "fp4")
+
+
+def test_the_wan22_switch_is_its_own_term_of_a_video():
+    switch = projection.expert_switch(12_500_000_000)
+    assert (switch.fast, switch.slow) == (pytest.approx(0.5), pytest.approx(1.0))  # 12.5 GB at 25 and 12.5 GB/s
+    step = projection.Range(10.0, 13.0)
+    video = projection.wan22_video(step, step.scaled(0.5), 2, 2, switch, None)
+    assert (video.fast, video.slow) == (pytest.approx(30.5), pytest.approx(40.0))
 
 
 def test_a_negative_remainder_is_an_error_naming_the_configuration_and_the_numbers():

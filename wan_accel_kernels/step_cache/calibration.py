@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..expert_switch import EXPERTS
 from .magcache import COND, UNCOND, magnitude_ratio
 from .teacache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, relative_l1
 
@@ -56,6 +57,7 @@ class StepCacheProfile:
     model: str
     streams: dict[str, StreamSeries]
     teacache: dict[str, TeaCacheFit]
+    expert: str | None = None  # the Wan 2.2 expert the run belonged to (high_noise / low_noise); None: one model
 
     def mag_ratios(self, stream: int) -> tuple[float, ...]:
         """MagCache ratios of ``stream``; the cond ones when the run had no unconditional pass (cfg 1)."""
@@ -85,7 +87,7 @@ class StepCacheProfile:
             raise ValueError(f"{source} is missing or has a malformed field: {problem}; {REMAKE}")
         return cls(steps=data["steps"], sigmas=list(data["sigmas"]), latent_shape=list(data["latent_shape"]),
                    model=data["model"], streams={k: StreamSeries(**v) for k, v in data["streams"].items()},
-                   teacache={k: TeaCacheFit(**v) for k, v in data["teacache"].items()})
+                   teacache={k: TeaCacheFit(**v) for k, v in data["teacache"].items()}, expert=data.get("expert"))
 
 
 def _short(value: object) -> str:
@@ -125,6 +127,8 @@ def profile_problem(data: dict) -> str | None:
         return f"steps is {_short(steps)}, not a positive whole number"
     if not isinstance(data["model"], str):
         return f"model is {_short(data['model'])}, not a string"
+    if data.get("expert") not in (None, *EXPERTS):
+        return f"expert is {_short(data['expert'])}, not one of {', '.join(EXPERTS)} or null"
     problem = (_list_problem("sigmas", data["sigmas"], steps + 1)
                or _list_problem("latent_shape", data["latent_shape"], None, check=_is_count, kind="a whole number"))
     if problem:
@@ -222,7 +226,7 @@ class CalibrationRecorder:
         self._previous[stream] = current
 
     def profile(self, sigmas: Sequence[float], latent_shape: Sequence[int], model: str,
-                degree: int = DEFAULT_FIT_DEGREE) -> StepCacheProfile:
+                degree: int = DEFAULT_FIT_DEGREE, expert: str | None = None) -> StepCacheProfile:
         """The profile of what was recorded; TeaCache fits use the cond stream."""
         if COND not in self.series:
             raise ValueError("nothing was recorded: run a sampler with the calibration model first")
@@ -236,7 +240,7 @@ class CalibrationRecorder:
                                         (INDICATOR_MODULATION, cond.modulation_distance))}
         return StepCacheProfile(steps=steps, sigmas=[float(s) for s in sigmas], latent_shape=list(latent_shape),
                                 model=model, streams={STREAM_NAMES[k]: v for k, v in sorted(self.series.items())},
-                                teacache=fits)
+                                teacache=fits, expert=expert)
 
 
 def save_profile(profile: StepCacheProfile, path: str | Path) -> Path:
