@@ -1,5 +1,6 @@
-"""Random-weight RAFT and AMT-S checkpoints in each library's file format, and the renaming that turns torchvision's
-RAFT state dict into the original RAFT's (``raft-things.pth``), so VBench's own RAFT can run the same weights."""
+"""The renaming that turns torchvision's RAFT state dict into the original RAFT's (``raft-things.pth``), so VBench's
+own RAFT can run the same weights, and the frames the flow tests use (their random-weight files:
+``benchmarks/score_weights.py``)."""
 from __future__ import annotations
 
 import re
@@ -37,34 +38,6 @@ def original_raft_state_dict(torchvision_state: dict) -> dict:
         if ".downsample.1." in key and key.startswith("cnet."):
             renamed[key.replace(".downsample.1.", ".norm3.")] = value
     return {f"module.{key}": value for key, value in renamed.items()}
-
-
-def random_raft_state(seed: int) -> dict:
-    """A random ``raft_large`` state dict whose batch norms have non-trivial statistics (so a misnamed norm shows)."""
-    from torchvision.models.optical_flow import raft_large
-
-    torch.manual_seed(seed)
-    state = raft_large(weights=None, progress=False).state_dict()
-    for norm in {key.rsplit(".", 1)[0] for key in state if key.endswith("running_var")}:
-        shape = state[f"{norm}.running_var"].shape
-        state[f"{norm}.weight"] = 1.0 + 0.1 * torch.randn(shape)
-        state[f"{norm}.bias"] = 0.1 * torch.randn(shape)
-        state[f"{norm}.running_mean"] = 0.1 * torch.randn(shape)
-        state[f"{norm}.running_var"] = 0.5 + torch.rand(shape)
-    return state
-
-
-def write_amt_checkpoint(path: Path, seed: int) -> dict:
-    """A random AMT-S saved as AMT's trainer saves it (``epoch`` and ``state_dict``); returns the state dict."""
-    from omegaconf import OmegaConf
-    from vbench.third_party.amt.utils.build_utils import build_from_cfg
-
-    from wan_accel.quality.smoothness import amt_config_path
-
-    torch.manual_seed(seed)
-    state = build_from_cfg(OmegaConf.load(amt_config_path()).network).state_dict()
-    torch.save({"epoch": 300, "state_dict": state}, path)
-    return state
 
 
 def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:

@@ -1,5 +1,5 @@
-"""Lossless synthetic videos, random-weight DINO / DreamSim / MUSIQ files in each library's own format, and a fixture
-under which nothing can reach the network, for the subject, background and imaging tests."""
+"""Lossless synthetic videos and a fixture under which nothing can reach the network, for the subject, background
+and imaging tests (their random-weight files: ``benchmarks/score_weights.py``)."""
 from __future__ import annotations
 
 import socket
@@ -7,25 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
-DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
-
-#: Stand-in for facebookresearch/dino's hub entry point: DINO's ViT-B/16 (DreamSim ships a copy of DINO's
-#: ``vision_transformer.py``) with the backbone file from the hub's checkpoints folder, as the real one loads it.
-HUBCONF = f'''import torch
-from vision_transformer import vit_base
-
-dependencies = ["torch"]
-
-
-def dino_vitb16(pretrained=True, **kwargs):
-    model = vit_base(patch_size=16, num_classes=0, **kwargs)
-    if pretrained:
-        model.load_state_dict(torch.hub.load_state_dict_from_url(url="{DINO_URL}", map_location="cpu"))
-    return model
-'''
-VISION_TRANSFORMER = "from dreamsim.feature_extraction.vision_transformer import vit_base  # noqa: F401\n"
 
 
 @pytest.fixture
@@ -83,74 +64,3 @@ def smooth_frames(count: int, height: int, width: int, seed: int) -> np.ndarray:
 def noise_frames(count: int, height: int, width: int, seed: int) -> np.ndarray:
     """Independent uniform noise frames, (count, H, W, 3) uint8."""
     return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
-
-
-def random_dino_vit(seed: int):
-    """DINO's ViT-B/16 (DreamSim's copy of DINO's ``vision_transformer.py``) with random weights."""
-    from dreamsim.feature_extraction.vision_transformer import vit_base
-
-    torch.manual_seed(seed)
-    return vit_base(patch_size=16, num_classes=0).eval()
-
-
-def write_dino_backbone(path: Path, seed: int):
-    """A random DINO ViT-B/16 saved as ``dino_vitbase16_pretrain.pth`` is (a bare state dict); returns the model."""
-    model = random_dino_vit(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return model
-
-
-def write_musiq_checkpoint(path: Path, seed: int) -> dict:
-    """A random MUSIQ (pyiqa's arch, one score output as the SPAQ model) saved as pyiqa's files are; returns it."""
-    from pyiqa.archs.musiq_arch import MUSIQ
-
-    torch.manual_seed(seed)
-    state = MUSIQ(pretrained=False).state_dict()
-    state["head.weight"] = 50.0 * state["head.weight"]       # spread the scores so frames differ by whole points
-    state["head.bias"] = torch.tensor([50.0])
-    torch.save(state, path)
-    return state
-
-
-def _write_clip_like(path: Path) -> None:
-    """A CLIP / OpenCLIP ViT-B/16 as DreamSim stores it: DINO layout, a LayerNorm as ``pos_drop``, and ``proj``."""
-    from dreamsim.feature_extraction.vision_transformer import vit_base
-
-    vit = vit_base(patch_size=16)
-    vit.pos_drop = torch.nn.LayerNorm(vit.embed_dim)
-    state = vit.state_dict()
-    state["proj"] = 0.05 * torch.randn(vit.embed_dim, 512)
-    torch.save({"state_dict": state}, path)
-
-
-def write_dreamsim_cache(folder: Path, seed: int) -> None:
-    """Every file ``dreamsim(pretrained=True, cache_dir=folder)`` reads for its ensemble, with random weights and a
-    random (non-zero) LoRA, saved by DreamSim's and peft's own code."""
-    from dreamsim import dreamsim
-    from dreamsim.feature_extraction.vision_transformer import DINOHead
-    from peft import LoraConfig
-
-    write_dino_backbone(folder / "checkpoints" / "dino_vitbase16_pretrain.pth", seed)
-    head = DINOHead(768, 2048)
-    student = {f"module.head.{key}": value for key, value in head.state_dict().items() if key.startswith("mlp.")}
-    student["module.head.last_layer.weight"] = head.last_layer.weight.detach().clone()
-    torch.save({"student": student}, folder / "dino_vitb16_pretrain.pth")
-    _write_clip_like(folder / "clip_vitb16_pretrain.pth.tar")
-    _write_clip_like(folder / "open_clip_vitb16_pretrain.pth.tar")
-    repo = folder / "facebookresearch_dino_main"
-    repo.mkdir()
-    (repo / "hubconf.py").write_text(HUBCONF)
-    (repo / "vision_transformer.py").write_text(VISION_TRANSFORMER)
-    (repo / "utils.py").write_text('"""Stand-in for DINO\'s utils.py."""\n')
-    LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none", target_modules=["qkv"]).save_pretrained(
-        str(folder / "ensemble_lora"))
-    hub_dir = torch.hub.get_dir()
-    try:
-        model, _ = dreamsim(pretrained=False, device="cpu", cache_dir=str(folder))
-    finally:
-        torch.hub.set_dir(hub_dir)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0.0, 0.02)
-    model.save_pretrained(str(folder / "ensemble_lora"))

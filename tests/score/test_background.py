@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.score.support_vbench import (noise_frames, offline, smooth_frames, write_dreamsim_cache,  # noqa: F401
-                                        write_image, write_video)
+from benchmarks.score_weights import write_dreamsim_cache
+from tests.score.support_vbench import noise_frames, offline, smooth_frames, write_image, write_video  # noqa: F401
 from wan_accel.quality import background
 from wan_accel.quality.video_io import Video, load_video
 from wan_accel.quality.weights import MissingWeights

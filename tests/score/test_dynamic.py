@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from tests.score.support_flow import (  # noqa: E402
-    original_raft_state_dict, panning_frames, random_raft_state, write_frame_folder)
+from benchmarks.score_weights import random_raft_state  # noqa: E402
+from tests.score.support_flow import original_raft_state_dict, panning_frames, write_frame_folder  # noqa: E402
 from wan_accel.errors import UsageError  # noqa: E402
 from wan_accel.quality import dynamic  # noqa: E402
 from wan_accel.quality.video_io import Video  # noqa: E402

@@ -47,6 +47,8 @@ def test_a_video_is_dynamic_from_ten_pairs_moving_strictly_over_the_threshold():
     still = [11.25] * 30                                         # equal to the threshold: not moving
     assert formulas.is_dynamic([12.0] * 10 + still, 41, 480, 832)
     assert not formulas.is_dynamic([12.0] * 9 + still + [11.25], 41, 480, 832)
+    # one sampled frame: no pair, static (round(4 * 1 / 16) = 0 pairs needed must not make it dynamic)
+    assert formulas.dynamic_count_needed(1) == 0 and not formulas.is_dynamic([], 1, 480, 832)
 
 
 def test_top_flow_magnitude_is_the_mean_of_the_largest_five_percent():
