@@ -20,6 +20,7 @@ import pytest
 from benchmarks.score_weights import write_random_weights
 from tests.support.comfy_server import ComfyServer
 from tests.support.tiny_models import write_random_image
+from wan_accel.bench import speed_score
 from wan_accel.graph_fill import load_api_workflow
 from wan_accel.workflow_catalog import WORKFLOWS
 
@@ -102,9 +103,10 @@ def test_bench_score_records_every_index_and_the_final_score(batches):
         assert 0.0 <= record["indices"]["subject"] <= 1.0 and record["indices"]["dynamic"] in (0.0, 1.0)
         assert len(record["curves"]["subject"]["to_image"]) == 5 and len(record["curves"]["background"]
                                                                              ["consecutive"]) == 4
-        assert record["speed_score"] == 1.0 and record["seconds"] == result["seconds"]
+        assert record["seconds"] == result["seconds"] and record["speed_score"] == speed_score(result["seconds"])
     means = scores["summary"]["means"]
-    expected = 0.2 * (sum(means[n] for n in ("subject", "background", "smoothness", "imaging")) + 1.0)
+    speed = speed_score(sum(r["seconds"] for r in results) / len(results))
+    expected = 0.2 * (sum(means[n] for n in ("subject", "background", "smoothness", "imaging")) + speed)
     assert scores["summary"]["final"] == pytest.approx(expected, abs=1e-12)
     assert f"final score {expected:.4f} = 0.2 x" in batches["A_stdout"]
 
