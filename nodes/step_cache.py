@@ -52,7 +52,11 @@ NO_PROFILE = "none"
 CACHE_DEVICES = ("compute", "offload")
 PROFILE_FILE = ModelFileInput("profile", PROFILE_FOLDER, frozenset({".json"}))
 
-folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
+
+def register_profile_folder() -> None:
+    """Adds models/wan_accel_step_cache to the host's model folders (the pack's entry point calls it)."""
+    folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
+
 
 @dataclass(frozen=True)
 class StepCacheConfig:

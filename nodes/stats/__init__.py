@@ -12,5 +12,3 @@ from .store import MAX_ENTRIES
 __all__ = ["NodeStats", "StatsTarget", "expert_label", "format_bytes", "format_seconds", "seconds_per_step",
            "current_target", "latest_stats", "register_routes", "report_node_stats", "report_run_stats",
            "MAX_ENTRIES"]
-
-register_routes()

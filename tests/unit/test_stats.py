@@ -89,7 +89,16 @@ class Host:
 
 @pytest.fixture
 def host(monkeypatch) -> Host:
-    return Host(monkeypatch, with_server=True)
+    host = Host(monkeypatch, with_server=True)
+    assert host.stats.register_routes() is True  # what the pack's comfy_entrypoint does
+    return host
+
+
+def test_importing_the_package_adds_no_route(monkeypatch):
+    host = Host(monkeypatch, with_server=True)
+    assert host.prompt_server.routes.handlers == {}
+    assert host.stats.register_routes() is True
+    assert list(host.prompt_server.routes.handlers) == [("GET", "/wan_accel/stats")]
 
 
 def test_lines_and_warnings_of_every_field(host):
