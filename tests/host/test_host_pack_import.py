@@ -53,7 +53,7 @@ def test_loading_the_pack_keeps_hugging_face_kernels_in_sys_modules():
 
 
 IMPORT_EVERY_MODULE_THEN_ENTER = r"""
-import asyncio, importlib, importlib.util, json, pkgutil, sys, types
+import asyncio, gc, importlib, importlib.util, json, pkgutil, sys, types
 host, pack = sys.argv[1], sys.argv[2]
 sys.path.insert(0, host)
 import comfy.options
@@ -75,7 +75,8 @@ server.PromptServer = type("PromptServer", (), {"instance": type("Instance", (),
 sys.modules["server"] = server
 
 def state():
-    return {"folders": sorted(folder_paths.folder_names_and_paths), "routes": list(Routes.added)}
+    return {"folders": sorted(folder_paths.folder_names_and_paths), "routes": list(Routes.added),
+            "gc_callbacks": len(gc.callbacks)}
 
 before = state()
 spec = importlib.util.spec_from_file_location("wan_accel_pack", pack + "/__init__.py", submodule_search_locations=[pack])
@@ -106,3 +107,4 @@ def test_importing_every_node_module_registers_nothing_until_the_entry_point_run
     entered = result["after_entrypoint"]
     assert entered["routes"] == [["GET", "/wan_accel/stats"]]
     assert sorted(set(entered["folders"]) - set(result["before"]["folders"])) == ["wan_accel_step_cache"]
+    assert entered["gc_callbacks"] == result["before"]["gc_callbacks"]
