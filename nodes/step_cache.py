@@ -39,7 +39,7 @@ from ..wan_accel_kernels.step_cache import (
 from ..wan_accel_kernels.step_cache.runtime import SkipPolicy
 from .input_checks import first_problem, float_problem
 from .model_files import ModelFileInput
-from .run_context import current_expert, current_run, install_run_context
+from .run_context import current_expert, current_run, install_run_context, within_run
 from .stats import NodeStats, StatsTarget, current_target, expert_label, seconds_per_step
 
 log = logging.getLogger("wan_accel")
@@ -111,7 +111,11 @@ def wrapper_transformer_options(args: tuple, kwargs: dict) -> dict:
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Gives this sampling run a fresh cache and reports what it did when the run ends."""
+    """Gives this sampling run a fresh cache and reports what it did when the run ends, inside the run's context."""
+    return within_run(executor, lambda: _sample_with_cache(executor, *args, **kwargs))
+
+
+def _sample_with_cache(executor, *args, **kwargs):
     guider = executor.class_obj
     transformer_options = guider.model_options["transformer_options"]
     config: StepCacheConfig = transformer_options[CONFIG_KEY]

@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from ..wan_accel_kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
 from ..wan_accel_kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
 from .input_checks import first_problem
-from .run_context import current_expert, current_run, install_run_context
+from .run_context import current_expert, current_run, install_run_context, within_run
 from .stats import NodeStats, current_target
 from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options
 
@@ -37,7 +37,11 @@ def profile_name_problem(profile_name: object) -> str | None:
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Records this sampling run, every step computed, and writes the profile when it ends."""
+    """Records this sampling run, every step computed, and writes the profile when it ends (in the run's context)."""
+    return within_run(executor, lambda: _record_run(executor, *args, **kwargs))
+
+
+def _record_run(executor, *args, **kwargs):
     guider = executor.class_obj
     transformer_options = guider.model_options["transformer_options"]
     settings = transformer_options[RECORDER_KEY]
