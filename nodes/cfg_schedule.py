@@ -36,11 +36,11 @@ def scheduled_cfg(schedule: CfgSchedule, model_options: dict, sigma: torch.Tenso
 
 
 def read_schedule(text: str, node: str) -> CfgSchedule:
-    """``parse_cfg_schedule`` with an error that names the node's file."""
+    """``parse_cfg_schedule`` with an error that names the node and its input."""
     try:
         return parse_cfg_schedule(text)
     except ValueError as error:
-        raise ValueError(f"{node} (nodes/cfg_schedule.py): {error}") from None
+        raise ValueError(f"{node}, input cfg_schedule: {error}") from None
 
 
 def _log_run(schedule: CfgSchedule, sigmas: torch.Tensor) -> None:

@@ -89,7 +89,7 @@ def require_wan(model: io.Model.Type, node: str) -> torch.nn.Module:
     """The Wan DiT inside ``model``; the error says what to connect instead."""
     diffusion_model = model.get_model_object("diffusion_model")
     if not all(hasattr(diffusion_model, a) for a in ("time_embedding", "time_projection", "freq_dim")):
-        raise ValueError(f"{node} (nodes/step_cache.py) needs a Wan 2.1 model, got {type(diffusion_model).__name__}; "
+        raise ValueError(f"{node} needs a Wan 2.1 model, got {type(diffusion_model).__name__}; "
                          f"connect the MODEL output of a Wan 2.1 loader")
     return diffusion_model
 
@@ -155,7 +155,7 @@ def check_profile_expert(config: StepCacheConfig, expert: str | None) -> None:
         log.warning("%s: profile %s was calibrated on the %s; this model is not run by 'Wan 2.2 Expert Sampler', so "
                     "wan-accel cannot check that it is that expert", config.policy.name, config.profile_name, made_on)
         return
-    raise ValueError(f"{config.policy.name} (nodes/step_cache.py): profile {config.profile_name} was calibrated on the "
+    raise ValueError(f"{config.policy.name}: profile {config.profile_name} was calibrated on the "
                      f"{made_on} and cannot be used on the {expert_label(expert)}, whose steps and residuals differ; "
                      f"pick a profile calibrated on the {expert_label(expert)} (Step Cache Calibrate on that model)")
 

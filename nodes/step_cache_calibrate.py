@@ -32,7 +32,7 @@ def profile_name_problem(profile_name: object) -> str | None:
     if isinstance(profile_name, str) and _NAME_PATTERN.match(profile_name.strip().removesuffix(".json")):
         return None
     shown = repr(profile_name)[:120]
-    return (f"profile_name {shown} (Step Cache Calibrate, nodes/step_cache_calibrate.py): use 1-100 letters, "
+    return (f"profile_name {shown} (Step Cache Calibrate): use 1-100 letters, "
             "digits, '_', '-' or '.', starting with a letter or digit")
 
 

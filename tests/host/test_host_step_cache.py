@@ -200,7 +200,7 @@ def test_teacache_refuses_a_model_that_is_not_wan(nodes):
         def get_model_object(self, name):
             return torch.nn.Linear(2, 2)
 
-    with pytest.raises(ValueError, match=r"nodes/step_cache\.py\) needs a Wan 2.1 model"):
+    with pytest.raises(ValueError, match=r"TeaCache \(Wan\) needs a Wan 2.1 model"):
         nodes.WanTeaCache.execute(NotWan(), **TEA_ARGS)
 
 
