@@ -24,9 +24,8 @@ LINEAR_COUNTS = {"[256, 256]": 6, "[512, 256]": 1, "[256, 512]": 1}  # per forwa
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("gpu_suite")
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_suite.py"), "--dry-run", "--out",
-                           str(out)], cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True,
-                          timeout=DRY_RUN_TIMEOUT_S)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--dry-run", "--out", str(out)], cwd=REPO_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=DRY_RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "gpu_suite.json").read_text()), (out / "gpu_suite.md").read_text()
 

@@ -1,6 +1,6 @@
 """W8A8 at the Wan 2.1 14B block shapes (512 tokens, DiT-like outliers, post-GELU FFN down input): the default
 int8 method is no worse than Q6_K dequant + bf16 on the same layer and input, and naive per-token int8 is.
-``python benchmarks/w8a8.py --skip-speed`` prints the same table."""
+``python -m benchmarks.w8a8 --skip-speed`` prints the same table."""
 from __future__ import annotations
 
 import pytest

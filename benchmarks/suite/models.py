@@ -8,11 +8,12 @@ import math
 
 import torch
 
-from suite_context import SuiteContext, dtype_name
-from suite_runner import SKIPPED, Section, SectionResult
-from wan14b_dit import run_dit_section
-from wan14b_matmul import linear_seconds, run_matmul_section
-from wan14b_models import count_parameters, weight_gib
+from benchmarks.lib.dtypes import dtype_name
+from benchmarks.lib.wan14b_dit import run_dit_section
+from benchmarks.lib.wan14b_matmul import linear_seconds, run_matmul_section
+from benchmarks.lib.wan14b_models import count_parameters, weight_gib
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import SKIPPED, Section, SectionResult
 
 FULL_FORWARD_GUESS_S = 4.0   # one bf16 forward at 832x480x81 on an H100, before any row has measured one
 FULL_COMPILE_GUESS_S = 90.0  # torch.compile of the 40 blocks, Inductor, first call

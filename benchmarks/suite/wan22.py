@@ -8,24 +8,24 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import expert_switch
-import projection_4090 as projection
-import wan22_memory
-from suite_context import SuiteContext
-from suite_runner import Section, SectionResult
+from benchmarks import expert_switch
+from benchmarks.lib import projection_4090 as projection
+from benchmarks.lib import wan22_expert, wan22_memory
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import Section, SectionResult
 
 STEPS_PER_EXPERT = 2
 
 
 def run(ctx: SuiteContext) -> SectionResult:
     """One row per copy mode (bytes, seconds, GB/s, ratio to pageable), the 4090 switch term and the estimate."""
-    blocks = 1 if ctx.dry_run else expert_switch.BLOCKS
+    blocks = 1 if ctx.dry_run else wan22_expert.BLOCKS
     with tempfile.TemporaryDirectory(prefix="wan_accel_switch_") as folder:
         results = expert_switch.measure(blocks, ctx.device, max(ctx.args.repeat, 1), Path(folder))
     baseline = results[0].seconds
     rows = [{"mode": r.mode, "blocks": blocks, "gib_moved": r.bytes_moved / 2**30, "seconds": r.seconds,
              "gb_per_s": r.gb_per_s, "vs_pageable": baseline / r.seconds} for r in results]
-    full = expert_switch.expert_q6_k_bytes()
+    full = wan22_expert.expert_q6_k_bytes()
     switch = projection.expert_switch(full)
     ctx.measured["wan22_switch_s"] = {r.mode: r.seconds * full / r.bytes_moved for r in results}
     notes = [f"a whole expert's Q6_K blocks ({full / 2**30:.2f} GiB) on this GPU: " + ", ".join(

@@ -1,6 +1,6 @@
 """Wan 2.1 14B I2V benchmark models: sizes, random valid Q6_K weights, the host's WanModel on our ops, inputs.
 
-Shared by ``wan14b_step.py`` and the GPU suite (``gpu_suite.py``). Speed does not depend on the weight values, so
+Used by the GPU suite's DiT, linear and VAE sections. Speed does not depend on the weight values, so
 Q6_K blocks are random bytes with a sane fp16 scale, and the bf16 model holds exactly their dequantised values.
 """
 from __future__ import annotations
@@ -177,8 +177,8 @@ def load_gguf_tensors(model: torch.nn.Module, tensors: dict) -> torch.nn.Module:
     result = model.load_state_dict(tensors, strict=False)
     still_meta = [name for name, param in model.named_parameters() if param.is_meta]
     if result.missing_keys or still_meta:
-        raise RuntimeError(f"benchmarks/wan14b_models.py: GGUF model left {result.missing_keys or still_meta} unset; "
-                           "the host's WanModel layout changed, update load_gguf_tensors.")
+        raise RuntimeError(f"benchmarks/lib/wan14b_models.py: GGUF model left {result.missing_keys or still_meta} "
+                           "unset; the host's WanModel layout changed, update load_gguf_tensors.")
     return model.eval()
 
 

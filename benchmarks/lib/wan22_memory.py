@@ -1,6 +1,6 @@
 """Peak RAM and VRAM of Wan 2.2 I2V A14B with two Q6_K experts at 832x480x81, computed from shapes: an estimate.
 
-Each expert: 40 blocks of Q6_K linears (``expert_switch.expert_q6_k_bytes``), the rest (embeddings, time
+Each expert: 40 blocks of Q6_K linears (``wan22_expert.expert_q6_k_bytes``), the rest (embeddings, time
 projection, modulation, norms, biases, head) kept in 16 bits as the converter keeps them. VRAM holds one expert, the
 largest dequantised layer (the FFN's 13824 x 5120 in bf16) and the activations of one block at 32,760 tokens. Host
 RAM holds the other expert, and at load time both (the GGUF loader copies each file out of its memory map before the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from expert_switch import BLOCKS, DIM, FFN, expert_q6_k_bytes
+from benchmarks.lib.wan22_expert import BLOCKS, DIM, FFN, expert_q6_k_bytes
 
 GIB = 2**30
 TEXT_DIM, FREQ_DIM, IN_DIM, OUT_DIM, HEADS = 4096, 256, 36, 16, 40

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from attention import measure_backends
+from benchmarks.attention import measure_backends
+from benchmarks.lib.dtypes import dtype_name
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import Section, SectionResult
+from benchmarks.text_encoder import BLOCKS, measure_linears
 from wan_accel_kernels.attention import probe_sage
 from wan_accel_kernels.fp8 import compute_dtype_for
-from suite_context import SuiteContext, dtype_name
-from suite_runner import Section, SectionResult
-from text_encoder import BLOCKS, measure_linears
 
 
 def run_attention(ctx: SuiteContext) -> SectionResult:

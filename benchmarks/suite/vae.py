@@ -1,17 +1,18 @@
-"""GPU-suite section 4 (and ``wan14b_step.py --sections vae``): the host's Wan 2.1 VAE with random weights at
-the clip size, per precision: encode, the host's own decode and our exact frame-by-frame decode, each timed after
-a warm-up at full size, with peak VRAM against our memory model's estimate of the frame-by-frame decode."""
+"""GPU-suite section 4: the host's Wan 2.1 VAE with random weights at the clip size, per precision: encode, the
+host's own decode and our exact frame-by-frame decode, each timed after a warm-up at full size, with peak VRAM
+against our memory model's estimate of the frame-by-frame decode."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from benchmarks.lib.dtypes import dtype_name
+from benchmarks.lib.wan14b_models import LATENT_CHANNELS, Bench, Shape
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import SKIPPED, Section, SectionResult
 from wan_accel_kernels.vae import WAN21_DECODE, decode_frame_by_frame
 from wan_accel_kernels.vae.chunked_decode import one_frame_at_a_time
-from suite_context import SuiteContext, dtype_name
-from suite_runner import SKIPPED, Section, SectionResult
-from wan14b_models import LATENT_CHANNELS, Bench, Shape
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

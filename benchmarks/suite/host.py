@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACK_NAME = "wan_accel_pack"  # the name tests/support/host_inprocess.py gives the pack too
 
 

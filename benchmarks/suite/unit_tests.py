@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from suite_context import SuiteContext
-from suite_runner import FAILED, OK, Section, SectionResult
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import FAILED, OK, Section, SectionResult
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_FILES = ("tests/unit/test_triton_dequantize.py", "tests/unit/test_triton_matmul.py",
               "tests/unit/test_fp8_linear.py")
 W8A8_PATTERN = "test_w8a8*.py"

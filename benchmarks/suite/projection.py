@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-import projection_4090 as projection
-from gpu_specs import SPECS_BY_DEVICE_NAME, spec_for
-from suite_context import SuiteContext
-from suite_runner import FAILED, SKIPPED, Section, SectionResult
+from benchmarks.lib import projection_4090 as projection
+from benchmarks.lib.gpu_specs import SPECS_BY_DEVICE_NAME, spec_for
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import FAILED, SKIPPED, Section, SectionResult
 
 DRY_RUN_STAND_IN = "NVIDIA H100 80GB HBM3"
 
@@ -18,7 +18,7 @@ def run(ctx: SuiteContext) -> SectionResult:
     name = DRY_RUN_STAND_IN if ctx.dry_run else ctx.device_name()
     spec = spec_for(name)
     if spec is None:
-        return SectionResult(status=SKIPPED, reason=f"no datasheet entry for {name!r} in benchmarks/gpu_specs.py "
+        return SectionResult(status=SKIPPED, reason=f"no datasheet entry for {name!r} in benchmarks/lib/gpu_specs.py "
                                                     f"(known: {', '.join(SPECS_BY_DEVICE_NAME)})")
     if not ctx.dry_run and not ctx.shape.is_full_14b:
         return SectionResult(status=SKIPPED, reason="needs the full 832x480x81 14B size")

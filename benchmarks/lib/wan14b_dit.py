@@ -17,9 +17,9 @@ from typing import Callable, Optional
 
 import torch
 
-from gguf_style import make_gguf_style_operations
-from wan14b_models import (Bench, Shape, build_plain_model, build_wan, compare, dit_inputs, load_gguf_tensors,
-                           random_tensors)
+from benchmarks.lib.gguf_style import make_gguf_style_operations
+from benchmarks.lib.wan14b_models import (Bench, Shape, build_plain_model, build_wan, compare, dit_inputs,
+                                          load_gguf_tensors, random_tensors)
 
 BudgetCheck = Callable[[float], Optional[str]]  # estimated seconds -> why it does not fit, or None
 

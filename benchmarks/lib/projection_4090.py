@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from gpu_specs import RTX_4090, GPUSpec
+from benchmarks.lib.gpu_specs import RTX_4090, GPUSpec
 
 SLOW_END_EFFICIENCY = 0.75
 PCIE4_X16_PINNED_GBS = 25.0     # a 4090's host-to-device copy from pinned RAM (PCIe 4.0 x16, about 80% of 31.5 GB/s)
@@ -66,7 +66,7 @@ def peak(spec: GPUSpec, arithmetic: str) -> float:
     """``spec``'s dense tensor-core peak (TFLOPS / TOPS) in ``arithmetic``: "bf16", "int8" or "fp8"."""
     peaks = {"bf16": spec.bf16_tflops, "int8": spec.int8_tops, "fp8": spec.fp8_tflops}
     if arithmetic not in peaks:
-        raise ValueError(f"benchmarks/projection_4090.py: no tensor-core peak for {arithmetic!r}; "
+        raise ValueError(f"benchmarks/lib/projection_4090.py: no tensor-core peak for {arithmetic!r}; "
                          f"use one of {ARITHMETICS}")
     return peaks[arithmetic]
 
@@ -88,8 +88,8 @@ def dit_step(spec: GPUSpec, configuration: str, total_s: float, linear_s: float,
     total."""
     rest = total_s - linear_s - attention_s
     if rest < 0:
-        raise ValueError(f"benchmarks/projection_4090.py: {configuration}: its {arithmetic} linears ({linear_s:.4g} s) "
-                         f"+ {backend} attention ({attention_s:.4g} s) exceed its measured step ({total_s:.4g} s) by "
+        raise ValueError(f"benchmarks/lib/projection_4090.py: {configuration}: its {arithmetic} linears "
+                         f"({linear_s:.4g} s) + {backend} attention ({attention_s:.4g} s) exceed its measured step ({total_s:.4g} s) by "
                          f"{-rest:.4g} s; the parts were measured under other conditions than the step: rerun the "
                          "linears and attention sections in the same run as the DiT before projecting")
     return (_span(linear_s, peak_ratio(spec, arithmetic)) + _span(attention_s, attention_ratio(spec, backend))

@@ -7,17 +7,11 @@ from typing import Optional
 
 import torch
 
-from suite_runner import Budget
-from wan14b_models import FULL_14B, Bench, Shape
+from benchmarks.lib.wan14b_models import FULL_14B, Bench, Shape
+from benchmarks.suite.runner import Budget
 
 DRY_SHAPE = Shape(dim=256, layers=1, ffn=512, frames=5, height=32, width=32)
 """The dry run's sizes: the smallest the host's models and Q6_K rows (256 values) take; 8 tokens, 2 latent frames."""
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """"fp32", "bf16" or "fp16" (the torch name for anything else), as the tables print it."""
-    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
 @dataclass

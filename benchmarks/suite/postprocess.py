@@ -7,10 +7,11 @@ import time
 
 import torch
 
+from benchmarks.lib.dtypes import dtype_name
+from benchmarks.lib.synthetic_video import synthetic_video
+from benchmarks.suite.context import SuiteContext
+from benchmarks.suite.runner import Section, SectionResult
 from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
-from synthetic_video import synthetic_video
-from suite_context import SuiteContext, dtype_name
-from suite_runner import Section, SectionResult
 
 GPU_CHUNK_FRAMES = 16
 

@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gguf_style import dequantize_q6_k_fp16
-from suite_context import dtype_name
-from wan14b_dit import w8a8_module
-from wan14b_models import Q6_K, Bench, Shape, compare, random_q6_k
+from benchmarks.lib.dtypes import dtype_name
+from benchmarks.lib.gguf_style import dequantize_q6_k_fp16
+from benchmarks.lib.wan14b_dit import w8a8_module
+from benchmarks.lib.wan14b_models import Q6_K, Bench, Shape, compare, random_q6_k
 
 BASELINE = "F.linear, weight already dequantised"
 TRITON_DEQUANT = "Triton dequant + F.linear"
@@ -81,7 +81,7 @@ def run_matmul_section(host, shape: Shape, bench: Bench, repeat: int, seed: int,
     """Rows {weight, path, dtype, status, ms, tflops, vs_bf16, rel_l2} (and ``arithmetic`` on the rows the
     projection reads) for the three per-token linear shapes, activations in ``dtype``."""
     if len(fused_configs) > 2:
-        raise ValueError("benchmarks/wan14b_matmul.py: keep at most two fused tile configurations")
+        raise ValueError("benchmarks/lib/wan14b_matmul.py: keep at most two fused tile configurations")
     device = bench.device
     fused = list(fused_configs if bench.cuda else (CPU_FUSED_CONFIG,))
     gen = torch.Generator(device=device).manual_seed(seed)
