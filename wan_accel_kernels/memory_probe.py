@@ -1,7 +1,7 @@
 """Peak bytes of live tensors while code runs, on any device (CPU included), counted by a torch dispatch mode.
 
-Why: CUDA has ``torch.cuda.max_memory_allocated`` but the CPU has no such counter; the VAE memory model needs
-per-frame activation sizes measured on this CPU-only machine. Every tensor created by an op inside the mode is
+Why: CUDA has ``torch.cuda.max_memory_allocated`` but the CPU has no such counter; the VAE and GGUF memory models need
+per-frame and per-block sizes measured on this CPU-only machine. Every tensor created by an op inside the mode is
 tracked by its storage until the last tensor viewing that storage is freed; storages that existed before the mode
 (weights, inputs) are not counted. Backend scratch memory that never becomes a tensor (cuDNN workspaces) is not seen.
 """
