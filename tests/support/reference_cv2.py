@@ -6,10 +6,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .filters import gaussian_radius
-from .grain import blurred_noise_std, raw_noise
-from .params import EnhanceParams, resolve_params
-from .temporal import temporal_radius
+from wan_accel_kernels.postprocess.filters import gaussian_radius
+from wan_accel_kernels.postprocess.grain import blurred_noise_std, raw_noise
+from wan_accel_kernels.postprocess.params import EnhanceParams, resolve_params
+from wan_accel_kernels.postprocess.temporal import temporal_radius
 
 
 def gaussian_blur_cv2(image: np.ndarray, sigma: float) -> np.ndarray:
