@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .dispatch import SAGE, AttentionCall, Decision, SageInstall, dispatch, layout_of
-from .override import cuda_capability
-from .sage import probe_sage, sage_attention
+from wan_accel_kernels.attention.dispatch import SAGE, AttentionCall, Decision, SageInstall, dispatch, layout_of
+from wan_accel_kernels.attention.override import cuda_capability
+from wan_accel_kernels.attention.sage import probe_sage, sage_attention
 
 
 @dataclass(frozen=True)
