@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from wan_accel_kernels.attention import BACKENDS, SDPA, compare, probe_sage
-from wan_accel_kernels.attention.compare import decide, run_backend
+from benchmarks.lib.attention_compare import compare, decide, run_backend
+from wan_accel_kernels.attention import BACKENDS, SDPA, probe_sage
 from wan_accel_kernels.attention.dispatch import SAGE, SageInstall, sm_name
 from wan_accel_kernels.attention.nan_guard import GuardCounts, guarded
 
