@@ -105,13 +105,6 @@ class Bench:
             torch.cuda.empty_cache()
 
 
-def gib(value: float) -> str:
-    """GiB (MiB below 1 GiB) for tables; n/a where the device keeps no statistics (CPU)."""
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.2f}G" if value >= 1 else f"{value * 1024:.1f}M"
-
-
 def compare(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     """(cosine, relative L2) of ``out`` against ``reference``, in float64."""
     a, b = out.double().flatten(), reference.double().flatten()
