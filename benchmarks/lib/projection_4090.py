@@ -89,9 +89,10 @@ def dit_step(spec: GPUSpec, configuration: str, total_s: float, linear_s: float,
     rest = total_s - linear_s - attention_s
     if rest < 0:
         raise ValueError(f"benchmarks/lib/projection_4090.py: {configuration}: its {arithmetic} linears "
-                         f"({linear_s:.4g} s) + {backend} attention ({attention_s:.4g} s) exceed its measured step ({total_s:.4g} s) by "
-                         f"{-rest:.4g} s; the parts were measured under other conditions than the step: rerun the "
-                         "linears and attention sections in the same run as the DiT before projecting")
+                         f"({linear_s:.4g} s) + {backend} attention ({attention_s:.4g} s) exceed its measured step "
+                         f"({total_s:.4g} s) by {-rest:.4g} s; the parts were measured under other conditions than "
+                         "the step: rerun the linears and attention sections in the same run as the DiT before "
+                         "projecting")
     return (_span(linear_s, peak_ratio(spec, arithmetic)) + _span(attention_s, attention_ratio(spec, backend))
             + _span(rest, spec.bandwidth_tbs / RTX_4090.bandwidth_tbs))
 
