@@ -3,9 +3,9 @@ and one markdown table written to ``--out``.
 
 Sections: CUDA unit tests; the Wan 14B DiT forward at 832x480x81 (random Q6_K weights) in every configuration;
 its Q6_K linears; attention at 1x40x32760x128; the Wan VAE fp16/bf16; the post-process on the GPU vs the CPU; the
-fp8 text encoder vs bf16; the Wan 2.2 expert switch; the projected RTX 4090 time per 8-step video. A section whose
-estimated cost does not fit the remaining budget is skipped and named as skipped; the outputs are rewritten after
-every section. ``--sections dit,linears,vae`` gives the Wan 14B tables alone.
+fp8 text encoder vs bf16; the Wan 2.2 expert switch and one DiT step of each expert; the projected RTX 4090
+time per 8-step video. A section whose estimated cost does not fit the remaining budget is skipped and named as
+skipped; the outputs are rewritten after every section. ``--sections dit,linears,vae`` gives the Wan 14B tables alone.
 
 GPU (see benchmarks/README.md for the carried host and wheels):
     COMFYUI_PATH=.gpu_carry/ComfyUI-0.3.64 python -m benchmarks.gpu_suite --out $OUT

@@ -112,11 +112,13 @@ def sage_override(host, device: torch.device):
 
 
 class DitModels:
-    """The models of the section, built on demand: the GGUF ones share one set of random Q6_K blocks."""
+    """The models of the section, built on demand: the GGUF ones share one set of random Q6_K blocks. Without
+    ``image_branch`` every model has a Wan 2.2 expert's layout (no ``img_emb``)."""
 
-    def __init__(self, host, shape: Shape, device: torch.device, seed: int, dtype: torch.dtype = torch.bfloat16):
-        self.host, self.shape, self.device, self.dtype = host, shape, device, dtype
-        self.gguf = build_wan(host, shape, host["gguf_ops"].make_gguf_operations(dtype), device, dtype)
+    def __init__(self, host, shape: Shape, device: torch.device, seed: int, dtype: torch.dtype = torch.bfloat16,
+                 image_branch: bool = True):
+        self.host, self.shape, self.device, self.dtype, self.image_branch = host, shape, device, dtype, image_branch
+        self.gguf = build_wan(host, shape, host["gguf_ops"].make_gguf_operations(dtype), device, dtype, image_branch)
         self.tensors = random_tensors(host, self.gguf, device, seed)
         load_gguf_tensors(self.gguf, self.tensors)
         self.gguf_style: Optional[torch.nn.Module] = None
@@ -139,13 +141,13 @@ class DitModels:
             if self.gguf_style is None:
                 operations = make_gguf_style_operations(self.host, self.dtype)
                 self.gguf_style = load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device,
-                                                              self.dtype), self.tensors)
+                                                              self.dtype, self.image_branch), self.tensors)
             return self.gguf_style
         if config.model == "w8a8":  # the loader's own layers, requantising the Q6_K tensors as a GGUF file loads
             operations = self.host["import"]("nodes.w8a8_ops").make_w8a8_operations(self.dtype, config.dequant)
-            return load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device, self.dtype),
-                                     self.tensors)
-        return build_plain_model(self.host, self.shape, self.tensors, self.device, self.dtype)
+            return load_gguf_tensors(build_wan(self.host, self.shape, operations, self.device, self.dtype,
+                                               self.image_branch), self.tensors)
+        return build_plain_model(self.host, self.shape, self.tensors, self.device, self.dtype, self.image_branch)
 
 
 def _estimate(config: Config, forward_s: float, repeat: int, compile_s: float) -> float:
@@ -201,6 +203,40 @@ def run_dit_section(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = 
         row.cosine, row.relative_l2 = compare(out, reference)
         if hasattr(override, "stats"):
             row.notes.append(override.stats.describe())
+    return rows
+
+
+EXPERTS = ("high noise", "low noise")  # Wan 2.2 I2V A14B's two experts, in sampling order
+
+
+def run_expert_steps(host, shape: Shape, bench: Bench, args, fits: BudgetCheck = lambda seconds: None) -> list[Row]:
+    """One DiT step (cfg 1) of each Wan 2.2 I2V A14B expert at ``shape``: each built in turn by :class:`DitModels`
+    in the no-``img_emb`` layout with its own random Q6_K weights, our Triton dequant, Sage where it routes (CUDA)
+    else the host's SDPA; the first expert is freed before the second is built, as only one is resident.
+    ``args`` as :func:`run_dit_section`'s (``forward_s``: the estimate of one step)."""
+    device = bench.device
+    override, reason = sage_override(host, device) if device.type == "cuda" else (None, "needs CUDA")
+    attention = "sage" if override is not None else "sdpa"
+    override = override if override is not None else host_sdpa_override(host["attention"])
+    inputs = {**dit_inputs(shape, device, args.seed, args.dtype), "clip_fea": None}
+    rows = []
+    for index, expert in enumerate(EXPERTS):
+        row = Row(Config(f"Wan 2.2 {expert} expert: Triton dequant + {'Sage' if attention == 'sage' else 'SDPA'}",
+                         "gguf", attention, "triton"))
+        rows.append(row)
+        budget = fits(_estimate(row.config, args.forward_s, args.repeat, 0.0))
+        if budget is not None:
+            row.status = f"skipped: {budget}"
+            continue
+        models = DitModels(host, shape, device, args.seed + 1 + index, args.dtype, image_branch=False)
+        out = _time_config(host, row.config, models, override, inputs, bench, args, row)
+        del models
+        bench.release()
+        if out is not None:
+            row.notes.append(f"output std {out.std():.3g}" + ("" if torch.isfinite(out).all() else
+                                                             ", NON-FINITE values"))
+            if attention == "sdpa":
+                row.notes.append(f"attention SDPA (Sage unavailable: {reason})")
     return rows
 
 

@@ -139,15 +139,16 @@ def is_q6_k_weight(name: str, shape: tuple) -> bool:
     return name.endswith(".weight") and len(shape) == 2 and shape[1] % 256 == 0
 
 
-def build_wan(host, shape: Shape, operations, device: torch.device,
-              dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+def build_wan(host, shape: Shape, operations, device: torch.device, dtype: torch.dtype = torch.bfloat16,
+              image_branch: bool = True) -> torch.nn.Module:
     """The host's Wan 2.1 I2V ``WanModel`` with the config ``comfy.model_detection`` derives for a 14B file, its
-    unquantised parameters in ``dtype``."""
+    unquantised parameters in ``dtype``. Without ``image_branch``: a Wan 2.2 I2V A14B expert, the same DiT (in_dim 36)
+    without the CLIP-vision ``img_emb`` and image cross-attention, which the host detects as ``t2v``."""
     return host["wan"].WanModel(
-        model_type="i2v", patch_size=(1, 2, 2), text_len=TEXT_TOKENS, in_dim=IN_DIM, dim=shape.dim, ffn_dim=shape.ffn,
-        freq_dim=256, text_dim=TEXT_DIM, out_dim=LATENT_CHANNELS, num_heads=shape.heads, num_layers=shape.layers,
-        window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6, image_model="wan2.1",
-        device=device, dtype=dtype, operations=operations)
+        model_type="i2v" if image_branch else "t2v", patch_size=(1, 2, 2), text_len=TEXT_TOKENS, in_dim=IN_DIM,
+        dim=shape.dim, ffn_dim=shape.ffn, freq_dim=256, text_dim=TEXT_DIM, out_dim=LATENT_CHANNELS,
+        num_heads=shape.heads, num_layers=shape.layers, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True,
+        eps=1e-6, image_model="wan2.1", device=device, dtype=dtype, operations=operations)
 
 
 def random_tensors(host, model: torch.nn.Module, device: torch.device, seed: int) -> dict:
@@ -175,10 +176,10 @@ def load_gguf_tensors(model: torch.nn.Module, tensors: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def build_plain_model(host, shape: Shape, tensors: dict, device: torch.device,
-                      dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+def build_plain_model(host, shape: Shape, tensors: dict, device: torch.device, dtype: torch.dtype = torch.bfloat16,
+                      image_branch: bool = True) -> torch.nn.Module:
     """The host's plain WanModel in ``dtype`` (bf16: the baseline) holding exactly the dequantised GGUF weights."""
-    model = build_wan(host, shape, host["ops"].disable_weight_init, device, dtype)
+    model = build_wan(host, shape, host["ops"].disable_weight_init, device, dtype, image_branch)
     dequantize = host["backend"].dequantize_on_device
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -189,10 +190,11 @@ def build_plain_model(host, shape: Shape, tensors: dict, device: torch.device,
     return model.eval()
 
 
-def count_parameters(host, shape: Shape) -> tuple[int, int]:
+def count_parameters(host, shape: Shape, image_branch: bool = True) -> tuple[int, int]:
     """(all parameters, those in Q6_K-quantisable 2-D weights) of the host's I2V WanModel at ``shape``, counted on
-    the meta device: 16.4 B at full size (the image cross-attention and CLIP projection the T2V model lacks)."""
-    model = build_wan(host, shape, host["ops"].disable_weight_init, torch.device("meta"))
+    the meta device: 16.4 B at full size (the image cross-attention and CLIP projection the T2V model lacks; without
+    ``image_branch``, a Wan 2.2 expert, they are not counted)."""
+    model = build_wan(host, shape, host["ops"].disable_weight_init, torch.device("meta"), image_branch=image_branch)
     total = quantised = 0
     for name, param in model.named_parameters():
         total += param.numel()

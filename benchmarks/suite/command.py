@@ -20,7 +20,7 @@ DRY_SECTION_LIMIT_S = 45.0  # the slowest dry-run section takes ~12 s alone on a
 DRY_BUDGET_S = 180.0  # with the per-section limit: no dry run outlasts this (plus start-up), however slow the CPU
 DRY_CPU_THREADS = 1  # tiny shapes gain nothing from threads, and OpenMP threads on a busy CPU spin: 2.4x slower
 SECTIONS = (unit_tests.SECTION, models.DIT, models.LINEARS, kernels.ATTENTION, vae.SECTION, postprocess.SECTION,
-            kernels.TEXT_ENCODER, wan22.SECTION, projection.SECTION)
+            kernels.TEXT_ENCODER, wan22.SWITCH, wan22.STEPS, projection.SECTION)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

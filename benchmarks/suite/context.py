@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from benchmarks.lib.wan14b_models import FULL_14B, Bench, Shape
-from benchmarks.suite.runner import Budget
+from benchmarks.suite.runner import SKIPPED, Budget, SectionResult
 
 DRY_SHAPE = Shape(dim=256, layers=1, ffn=512, frames=5, height=32, width=32)
 """The dry run's sizes: the smallest the host's models and Q6_K rows (256 values) take; 8 tokens, 2 latent frames."""
@@ -49,6 +49,13 @@ class SuiteContext:
     def dtype(self, wanted: torch.dtype) -> torch.dtype:
         """The dtype a section computes in when it measures ``wanted``: fp32 in the CPU dry run, else ``wanted``."""
         return torch.float32 if self.cpu_fp32 else wanted
+
+    def missing_host(self) -> Optional[SectionResult]:
+        """The result of a section that builds the host's models when the host did not import (skipped, with
+        why), else None."""
+        if self.host is None:
+            return SectionResult(status=SKIPPED, reason=f"needs the host in-process: {self.host_reason}")
+        return None
 
     def full_or_dry(self, full: float, dry: float) -> float:
         """A section's cost estimate in seconds: ``full`` for the full-size GPU run, ``dry`` for the dry run."""

@@ -13,21 +13,15 @@ from benchmarks.lib.wan14b_dit import run_dit_section
 from benchmarks.lib.wan14b_matmul import linear_seconds, run_matmul_section
 from benchmarks.lib.wan14b_models import count_parameters, weight_gib
 from benchmarks.suite.context import SuiteContext
-from benchmarks.suite.runner import SKIPPED, Section, SectionResult
+from benchmarks.suite.runner import Section, SectionResult
 
 FULL_FORWARD_GUESS_S = 4.0   # one bf16 forward at 832x480x81 on an H100, before any row has measured one
 FULL_COMPILE_GUESS_S = 90.0  # torch.compile of the 40 blocks, Inductor, first call
 
 
-def _no_host(ctx: SuiteContext) -> SectionResult | None:
-    if ctx.host is None:
-        return SectionResult(status=SKIPPED, reason=f"needs the host in-process: {ctx.host_reason}")
-    return None
-
-
 def run_dit(ctx: SuiteContext) -> SectionResult:
     """All DiT configurations on one random Q6_K model, each only when its estimated cost fits the budget."""
-    missing = _no_host(ctx)
+    missing = ctx.missing_host()
     if missing is not None:
         return missing
     total, quantised = count_parameters(ctx.host, ctx.shape)
@@ -64,7 +58,7 @@ def run_dit(ctx: SuiteContext) -> SectionResult:
 
 def run_linears(ctx: SuiteContext) -> SectionResult:
     """The Q6_K and W8A8 linears at M = tokens; also stores one forward's per-token matmul seconds per arithmetic."""
-    missing = _no_host(ctx)
+    missing = ctx.missing_host()
     if missing is not None:
         return missing
     dtype = ctx.dtype(torch.bfloat16)

@@ -10,7 +10,7 @@ import torch
 from benchmarks.lib.dtypes import dtype_name
 from benchmarks.lib.wan14b_models import LATENT_CHANNELS, Bench, Shape
 from benchmarks.suite.context import SuiteContext
-from benchmarks.suite.runner import SKIPPED, Section, SectionResult
+from benchmarks.suite.runner import Section, SectionResult
 from wan_accel_kernels.vae import WAN21_DECODE, decode_frame_by_frame
 from wan_accel_kernels.vae.chunked_decode import one_frame_at_a_time
 
@@ -98,8 +98,9 @@ def measure_vae(host, shape: Shape, bench: Bench, dtype: torch.dtype, warm_up: b
 def run(ctx: SuiteContext) -> SectionResult:
     """Both precisions (the CPU dry run: fp16's rows computed in fp32); stores encode + host decode seconds per
     measured precision for the projection."""
-    if ctx.host is None:
-        return SectionResult(status=SKIPPED, reason=f"needs the host in-process: {ctx.host_reason}")
+    missing = ctx.missing_host()
+    if missing is not None:
+        return missing
     rows, seconds = [], {}
     wanted = dict(list(DTYPES.items())[:1]) if ctx.cpu_fp32 else DTYPES  # fp32 twice would measure the same thing
     for name, wanted_dtype in wanted.items():

@@ -30,8 +30,8 @@ from wan_accel_kernels.gguf import dequantize
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "wan22",
-            "projection"]
-HOST_SECTIONS = {"dit", "linears", "vae"}
+            "wan22_steps", "projection"]
+HOST_SECTIONS = {"dit", "linears", "vae", "wan22_steps"}
 DRY_RUN_TIMEOUT_S = 240  # the dry run's own bound is its 180 s budget plus start-up
 H100 = spec_for("NVIDIA H100 80GB HBM3")
 
