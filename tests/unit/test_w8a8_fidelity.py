@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wan_accel_kernels.w8a8 import default_method
-from wan_accel_kernels.w8a8.compare import WAN_LINEARS, wan_layer_errors
+from benchmarks.lib.w8a8_compare import WAN_LINEARS, wan_layer_errors
 
 TOKENS = 512
 INT8, FP8 = default_method("int8"), default_method("fp8")

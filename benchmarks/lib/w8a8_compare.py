@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from gguf import GGMLQuantizationType
 
-from ..gguf import dequantize, quantize
-from .formats import FORMATS, INT8
-from .linear import linear
-from .outliers import HADAMARD, METHODS, NONE, SMOOTHQUANT, default_method
-from .weight import quantize_weight
+from wan_accel_kernels.gguf import dequantize, quantize
+from wan_accel_kernels.w8a8.formats import FORMATS, INT8
+from wan_accel_kernels.w8a8.linear import linear
+from wan_accel_kernels.w8a8.outliers import HADAMARD, METHODS, NONE, SMOOTHQUANT, default_method
+from wan_accel_kernels.w8a8.weight import quantize_weight
 
 WAN_LINEARS = (("attn q/k/v/o 5120->5120", 5120, 5120, False),
                ("ffn up 5120->13824", 5120, 13824, False),
