@@ -178,12 +178,15 @@ def test_the_run_is_reported_whatever_the_order_of_the_outer_sample_wrappers(tin
     ours open or join the run's context themselves. With the run-context wrapper innermost, the order where the step
     cache's report used to find no context, the run still reports the same steps as in the order the node builds."""
     import comfy.patcher_extension
+    from comfy_execution.utils import CurrentNodeContext
 
     run_context = import_pack_module("nodes.run_context")
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
-    built = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)
+    with CurrentNodeContext("step-cache-test", "30"):  # the node the cache reports on is the one that built it
+        built = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)
+    with CurrentNodeContext("step-cache-test", "31"):
+        context_innermost = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)
     assert list(built.wrappers[outer]) == [run_context.WRAPPER_KEY, nodes.WRAPPER_KEY]
-    context_innermost = built.clone()
     context_innermost.remove_wrappers_with_key(outer, run_context.WRAPPER_KEY)
     run_context.install_run_context(context_innermost)
     assert list(context_innermost.wrappers[outer]) == [nodes.WRAPPER_KEY, run_context.WRAPPER_KEY]
