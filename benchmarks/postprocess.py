@@ -11,8 +11,8 @@ import torch
 
 from benchmarks.lib.synthetic_video import synthetic_video
 from benchmarks.lib.timing import best_time
+from tests.support.reference_cv2 import enhance_video_naive_cv2
 from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
-from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 
 from tests.support.host_inprocess import import_host, import_pack_module
 from tests.support.wan_vae_weights import wan21_vae_state_dict
-from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
+from wan_accel_kernels.memory_probe import LiveTensorBytes
 from wan_accel_kernels.vae.memory_model import fit_decode_model, measure_step_peaks, relative_fit_error
 
 MIB = 1024 ** 2
