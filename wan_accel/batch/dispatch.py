@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from .bench import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
-from .bench_queue import SampleQueue, Task
-from .bench_results import BenchSummary, ResultsWriter, summarise
-from .client_ws import ConnectionLost, ProgressEvent
-from .errors import MalformedReply, MissingModel, MissingNodeType, ServerUnreachable, WanAccelError
+from ..client_ws import ConnectionLost, ProgressEvent
+from ..errors import MalformedReply, MissingModel, MissingNodeType, ServerUnreachable, WanAccelError
+from .queue import SampleQueue, Task
+from .results import BenchSummary, ResultsWriter, summarise
+from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
 
 #: A server that raises one of these stopped answering: its sample is re-queued and the server checked again later.
 FAULTS = (ServerUnreachable, ConnectionLost)

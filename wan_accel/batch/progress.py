@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Sequence, TextIO
 
-from .client import ProgressEvent
+from ..client import ProgressEvent
 
 BAR_WIDTH = 24
 
@@ -22,7 +22,7 @@ def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
 
 
 class BatchDisplay:
-    """The :class:`~wan_accel.bench_dispatch.Display` of ``wan-accel bench``."""
+    """The :class:`~wan_accel.batch.dispatch.Display` of ``wan-accel bench``."""
 
     def __init__(self, servers: Sequence[str], stream: TextIO = sys.stdout):
         self.stream = stream

@@ -1,9 +1,10 @@
-"""What a bench is made of: image-prompt pairs, the challenge's speed table, one result per sample, quality metrics.
+"""What a batch (``wan-accel bench``) is made of: image-prompt pairs, the challenge's speed table, one result per
+sample, quality metrics.
 
 The time of a sample is its generation time: from the host starting the prompt to its end, model loads included;
 time spent queued behind other clients' prompts is recorded apart and not scored. Quality metrics plug in through
 :class:`QualityMetric` (``--metric``) when their models are available. The results file is
-:mod:`wan_accel.bench_results`, the batch over one or many servers :mod:`wan_accel.bench_dispatch`.
+:mod:`wan_accel.batch.results`, the batch over one or many servers :mod:`wan_accel.batch.dispatch`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 #: (upper bound in seconds, score) of the challenge's speed table; over the last bound a sample is invalid.

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .bench import JobOutcome, Sample
-from .client import ComfyClient, ProgressEvent, generate, normalise_server
-from .errors import MissingNodeType, UsageError, mask_secrets
-from .graph_fill import Overrides, fill
+from ..client import ComfyClient, ProgressEvent, generate, normalise_server
+from ..errors import MissingNodeType, UsageError, mask_secrets
+from ..graph_fill import Overrides, fill
+from .samples import JobOutcome, Sample
 
 
 def server_urls(servers: Sequence[str] | None, servers_file: str | None) -> list[str]:

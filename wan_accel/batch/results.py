@@ -1,4 +1,5 @@
-"""The results file of a bench and its summary: one writer, atomic rewrites, resume, totals per server.
+"""The results file of a batch (``wan-accel bench``) and its summary: one writer, atomic rewrites, resume, totals
+per server.
 
 ``results.json`` holds the configuration and one entry per sample. :class:`ResultsWriter` writes it: every record
 re-reads the file under a file lock, merges, and rewrites the whole file through a temporary file of its own and a
@@ -15,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .bench import Sample, SampleResult, speed_score
-from .errors import UsageError, mask_secrets
-from .quality.formulas import final_score
+from ..errors import UsageError, mask_secrets
+from ..quality.formulas import final_score
+from .samples import Sample, SampleResult, speed_score
 
 try:
     import fcntl

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .bench import Sample
+from .samples import Sample
 
 
 @dataclass
