@@ -1,24 +1,20 @@
 """Times every available attention backend (TOPS, ratio to SDPA measured in the same run) and its error against
 float32 SDPA (cosine similarity, relative L1).
 
-Usage: python benchmarks/attention.py [--shapes small,wan14b] [--dtypes bf16,fp16] [--repeat 10]
+Usage: python -m benchmarks.attention [--shapes small,wan14b] [--dtypes bf16,fp16] [--repeat 10]
 Shapes are names (tiny 1x4x1024x128, small 1x40x8190x128, wan14b 1x40x32760x128: Wan 2.1 14B at 832x480, 81
 frames) or BxHxNxD. Defaults: on CUDA small,wan14b in bf16 and fp16; on CPU tiny in fp32 and bf16 (SDPA only:
 sage needs CUDA, and the script says why it is unavailable).
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 
-from wan_accel_kernels.attention import BACKENDS, SDPA, compare, probe_sage
-from wan_accel_kernels.attention.compare import decide, run_backend
+from benchmarks.lib.attention_compare import compare, decide, run_backend
+from wan_accel_kernels.attention import BACKENDS, SDPA, probe_sage
 from wan_accel_kernels.attention.dispatch import SAGE, SageInstall, sm_name
 from wan_accel_kernels.attention.nan_guard import GuardCounts, guarded
 

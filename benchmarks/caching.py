@@ -8,25 +8,21 @@ method; also in process CPU time, which other jobs on a shared machine disturb l
 value range) and relative L2.
 The tiny DiT has random weights: the numbers show the mechanics, not the quality on the real 14B model.
 
-Usage (from the repository root): COMFYUI_PATH=/path/to/ComfyUI python benchmarks/caching.py
+Usage (from the repository root): COMFYUI_PATH=/path/to/ComfyUI python -m benchmarks.caching
     [--dim 256 --layers 4 --ffn 1024 --width 96 --height 96 --length 9 --steps 8 --repeats 2 --targets 6,5,4,3]
 """
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import sys
-from pathlib import Path
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 METHODS = ("TeaCache (profile)", "MagCache (profile)", "EasyCache (host)")
 GRIDS = {  # geometric threshold grids, factor 1.5

@@ -1,19 +1,15 @@
 """Times wan_accel_kernels.gguf.dequantize against gguf-py's numpy dequantize on random valid blocks (best of N, one run).
 
-Usage: python benchmarks/dequant.py [--size 4096] [--repeat 5] [--types Q6_K,Q8_0,Q4_K,Q5_K]
+Usage: python -m benchmarks.dequant [--size 4096] [--repeat 5] [--types Q6_K,Q8_0,Q4_K,Q5_K]
 """
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
-from timing import best_time  # noqa: E402  (benchmarks/timing.py)
+from benchmarks.lib.timing import best_time
 from wan_accel_kernels.gguf import dequantize
 
 # Byte offsets of each block type's fp16 scale fields, overwritten with finite values.

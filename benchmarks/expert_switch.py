@@ -1,9 +1,8 @@
 """Bytes and seconds of one Wan 2.2 expert switch: the next expert's Q6_K blocks from host RAM to the compute device.
 
-Each Wan 2.2 A14B expert is a Wan 2.1 14B DiT without the CLIP-vision branch: 40 blocks of self- and cross-attention
-q, k, v, o (5120 x 5120) and an FFN (13824 x 5120, 5120 x 13824), stored as Q6_K blocks (210 bytes per 256 weights).
-A switch moves one expert's blocks to the device. Every mode allocates the device tensors and copies into them
-(``torch.empty(..., device).copy_``, what a module's ``.to(device)`` does), so the same code runs on a CPU:
+A switch moves one expert's block linears (``lib/wan22_expert.py``: 40 blocks in Q6_K) to the device. Every mode
+allocates the device tensors and copies into them (``torch.empty(..., device).copy_``, what a module's
+``.to(device)`` does), so the same code runs on a CPU:
 
 * ``pageable``: the expert waits in ordinary host RAM (the baseline: a plain offload);
 * ``pinned``: it waits in page-locked RAM and is copied with ``non_blocking`` (CUDA only);
@@ -11,8 +10,8 @@ A switch moves one expert's blocks to the device. Every mode allocates the devic
 
 It prints bytes moved, seconds and GB/s per switch and the ratios against ``pageable`` measured in the same run.
 
-    python benchmarks/expert_switch.py                 # CPU: 2 blocks; CUDA: all 40 blocks (about 11.7 GB)
-    python benchmarks/expert_switch.py --blocks 4 --repeats 5 --json out.json
+    python -m benchmarks.expert_switch                 # CPU: 2 blocks; CUDA: all 40 blocks (about 11.7 GB)
+    python -m benchmarks.expert_switch --blocks 4 --repeats 5 --json out.json
 """
 from __future__ import annotations
 
@@ -28,20 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-DIM, FFN, BLOCKS = 5120, 13824, 40
-Q6_K_BYTES_PER_256 = 210
-BLOCK_LINEARS = {**{f"self_attn.{p}": (DIM, DIM) for p in "qkvo"}, **{f"cross_attn.{p}": (DIM, DIM) for p in "qkvo"},
-                 "ffn.0": (FFN, DIM), "ffn.2": (DIM, FFN)}
-
-
-def q6_k_bytes(rows: int, columns: int) -> int:
-    """Bytes of a rows x columns weight in Q6_K."""
-    return rows * columns // 256 * Q6_K_BYTES_PER_256
-
-
-def expert_q6_k_bytes(blocks: int = BLOCKS) -> int:
-    """Bytes of ``blocks`` Wan 2.2 expert blocks' linears in Q6_K (the part of an expert a switch moves)."""
-    return blocks * sum(q6_k_bytes(*shape) for shape in BLOCK_LINEARS.values())
+from benchmarks.lib.wan22_expert import BLOCK_LINEARS, BLOCKS, Q6_K_BYTES_PER_256, expert_q6_k_bytes
 
 
 def expert_blocks(blocks: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """LoRA on the GGUF DiT: step time and resident weights with and without a LoRA on every block linear, beside a
 dense float model patched the host's way, all measured in the same run.
 
-    COMFYUI_PATH=... python benchmarks/gguf_lora.py [--dim 256 --layers 4 --rank 8 --repeats 5]
+    COMFYUI_PATH=... python -m benchmarks.gguf_lora [--dim 256 --layers 4 --rank 8 --repeats 5]
 
 Rows: GGUF Q6_K plain, GGUF + LoRA (our per-forward side path, blocks stay quantised), float plain, float + LoRA
 (the host's full-load patch: a dense patched copy). Ratios are against the same model without the LoRA.
@@ -9,18 +9,15 @@ Rows: GGUF Q6_K plain, GGUF + LoRA (our per-forward side path, blocks stay quant
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.timing import best_time  # noqa: E402
-from tests.support.host_inprocess import import_host, import_pack_module  # noqa: E402
-from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v  # noqa: E402
-from wan_accel.convert import convert  # noqa: E402
+from benchmarks.lib.timing import best_time
+from tests.support.host_inprocess import import_host, import_pack_module
+from tests.support.tiny_models import tiny_wan_i2v_state_dict, tiny_wan_lora_state_dict, write_tiny_wan_i2v
+from wan_accel.convert import convert
 
 
 def _inputs(tokens_side: int):

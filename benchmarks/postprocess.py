@@ -1,23 +1,18 @@
 """Benchmark: torch ``enhance_video`` vs the naive per-frame OpenCV loop, measured in the same run.
 
-Usage (from the repository root): python benchmarks/postprocess.py [--frames 81 --height 480 --width 832 --repeats 3]
+Usage (from the repository root): python -m benchmarks.postprocess [--frames 81 --height 480 --width 832 --repeats 3]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import cv2
+import torch
 
-import argparse  # noqa: E402
-
-import cv2  # noqa: E402
-import torch  # noqa: E402
-
-from synthetic_video import synthetic_video  # noqa: E402  (benchmarks/synthetic_video.py)
-from timing import best_time  # noqa: E402  (benchmarks/timing.py)
-from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video  # noqa: E402
-from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2  # noqa: E402
+from benchmarks.lib.synthetic_video import synthetic_video
+from benchmarks.lib.timing import best_time
+from tests.support.reference_cv2 import enhance_video_naive_cv2
+from wan_accel_kernels.postprocess import DEFAULT_CHUNK_FRAMES, enhance_video
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepares .gpu_carry/ for benchmarks/gpu_suite.py on a bare GPU image (torch + Triton, no registry access):
+# Prepares .gpu_carry/ for the GPU suite (python -m benchmarks.gpu_suite) on a bare GPU image (torch + Triton,
+# no registry access):
 #   .gpu_carry/ComfyUI-0.3.64/  the host tree, imported in-process (no .git, no tests)
 #   .gpu_carry/wheels/          the wheels the host and the pack import beyond torch and Triton (benchmarks/README.md)
 # Usage (from anywhere): benchmarks/prepare_gpu_carry.sh [HOST_TREE] [PYTHON_VERSION]

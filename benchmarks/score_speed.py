@@ -1,6 +1,6 @@
 """Seconds per quality metric per video, against decoding the same video (the baseline, measured in the same run).
 
-    python benchmarks/score_speed.py [--weights DIR] [--frames 81 --height 480 --width 832] [--device auto]
+    python -m benchmarks.score_speed [--weights DIR] [--frames 81 --height 480 --width 832] [--device auto]
         [--generation-seconds S]
 
 Without ``--weights`` every metric runs with random weights of its real architecture (``score_weights.py``;
@@ -11,19 +11,16 @@ device, to check the goal that scoring costs well under a tenth of it. The defau
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.score_weights import write_random_weights  # noqa: E402
-from wan_accel.quality.registry import load_metric  # noqa: E402
-from wan_accel.quality.scoring import DEFAULT_METRICS, parse_metrics, pick_device  # noqa: E402
-from wan_accel.quality.video_io import load_video  # noqa: E402
+from benchmarks.lib.score_weights import write_random_weights
+from wan_accel.quality.registry import load_metric
+from wan_accel.quality.scoring import DEFAULT_METRICS, parse_metrics, pick_device
+from wan_accel.quality.video_io import load_video
 
 
 def panning_video(path: Path, frames: int, height: int, width: int, fps: int = 16) -> Path:

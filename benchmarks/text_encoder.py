@@ -7,18 +7,14 @@ to the compute dtype, bf16 on a GPU, fp32 on CPU, matmul, per-row scale on the o
 extrapolated to the 24 blocks of umt5-xxl. Then it times a prompt-cache hit (read + decode of a
 [1, 512, 4096] fp32 conditioning from disk) and prints it against the extrapolated fp8 encode.
 
-Usage: python benchmarks/text_encoder.py [--tokens 512] [--repeat 3] [--device cpu|cuda]
+Usage: python -m benchmarks.text_encoder [--tokens 512] [--repeat 3] [--device cpu|cuda]
 """
 import argparse
-import sys
 import tempfile
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 
-from timing import best_time  # noqa: E402  (benchmarks/timing.py)
+from benchmarks.lib.timing import best_time
 from wan_accel_kernels.fp8 import compute_dtype_for, quantize, scaled_linear
 from wan_accel_kernels.prompt_cache import PromptCacheStore, decode_conditioning, encode_conditioning
 

@@ -7,28 +7,23 @@ the memory model's estimate. Then "WanImageToVideo (cached)" on a hit against th
 encode). Needs ``COMFYUI_PATH``. On a GPU the default size is 832x480x81; on a CPU it is reduced (fp16
 convolutions on a CPU are ~15x slower than fp32).
 
-Usage (from the repository root): COMFYUI_PATH=/path/to/ComfyUI python benchmarks/vae.py
+Usage (from the repository root): COMFYUI_PATH=/path/to/ComfyUI python -m benchmarks.vae
     [--width 832 --height 480 --frames 81 --dtypes fp16,bf16,fp32 --repeats 1 --memory]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-
-from wan_accel_kernels.vae.live_bytes import LiveTensorBytes  # noqa: E402
-from wan_accel_kernels.vae.memory_model import fit_decode_model, measure_step_peaks, relative_fit_error  # noqa: E402
-from tests.support.host_inprocess import import_host, import_pack_module  # noqa: E402
-from tests.support.wan_vae_weights import wan21_vae_state_dict  # noqa: E402
+from tests.support.host_inprocess import import_host, import_pack_module
+from tests.support.wan_vae_weights import wan21_vae_state_dict
+from wan_accel_kernels.memory_probe import LiveTensorBytes
+from wan_accel_kernels.vae.memory_model import fit_decode_model, measure_step_peaks, relative_fit_error
 
 MIB = 1024 ** 2
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

@@ -1,28 +1,24 @@
 """Error and speed of W8A8 linears at the Wan 2.1 14B block shapes, beside the winner's Q6_K dequant + bf16.
 
 Fidelity (CPU or GPU): relative L2 and cosine against float32 ``x @ w^T`` on DiT-like inputs (a few channels
-20-50x the rest; post-GELU for the FFN down projection), see ``wan_accel_kernels/w8a8/compare.py``. Speed: best-of-N wall
+20-50x the rest; post-GELU for the FFN down projection), see ``benchmarks/lib/w8a8_compare.py``. Speed: best-of-N wall
 time of each linear at ``--tokens`` tokens (32,760 = 832x480x81 on CUDA by default) for bf16 ``F.linear`` on
 pre-dequantised weights (the baseline), Q6_K dequant + bf16, int8 W8A8 (activation quantisation included) and
 fp8 W8A8, all in one run, with the baseline's time divided by each row's.
 
-Usage: python benchmarks/w8a8.py [--tokens 512] [--repeat 3] [--fidelity-tokens 512] [--skip-fidelity] [--skip-speed]
+Usage: python -m benchmarks.w8a8 [--tokens 512] [--repeat 3] [--fidelity-tokens 512] [--skip-fidelity] [--skip-speed]
 """
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: import the repo's wan_accel_kernels
 
 import torch
 import torch.nn.functional as F
 from gguf import GGMLQuantizationType
 
-from dequant import random_blocks  # noqa: E402  (benchmarks/dequant.py)
-from timing import best_time  # noqa: E402  (benchmarks/timing.py)
+from benchmarks.dequant import random_blocks
+from benchmarks.lib.timing import best_time
+from benchmarks.lib.w8a8_compare import WAN_LINEARS, wan_layer_errors
 from wan_accel_kernels.gguf.backend import dequantize_on_device
 from wan_accel_kernels.w8a8 import default_method, linear, matmul_support, quantize_weight
-from wan_accel_kernels.w8a8.compare import WAN_LINEARS, wan_layer_errors
 from wan_accel_kernels.w8a8.formats import quantize_rows
 from wan_accel_kernels.w8a8.matmul import int8_matmul
 

@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..wan_accel_kernels.attention import AUTO, BACKENDS, SAGE, SDPA, AttentionOverride, Decision, SageInstall, probe_sage
-from .run_context import current_run, install_run_context
+from .run_context import current_run, install_run_context, within_run
 from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 
 NODE_ID = "WanAccelPatchAttention"
@@ -41,6 +41,10 @@ def count_attention_run(target: Optional[StatsTarget], executor: comfy.patcher_e
                         *args, **kwargs):
     """OUTER_SAMPLE wrapper (``target`` bound): zeroes the override's counts as a sampling run starts, logs them
     and reports them into the run's context when it ends."""
+    return within_run(executor, lambda: _count_in_run(target, executor, *args, **kwargs))
+
+
+def _count_in_run(target: Optional[StatsTarget], executor: comfy.patcher_extension.WrapperExecutor, *args, **kwargs):
     options = executor.class_obj.model_options
     override = attention_override_of(options)
     if override is None:

@@ -18,7 +18,7 @@ from comfy_api.latest import io, ui
 
 from ..wan_accel_kernels.step_cache import CfgSchedule, parse_cfg_schedule, step_index
 from ..wan_accel_kernels.step_cache.cfg_schedule import FORMAT_HELP
-from .run_context import current_run, install_run_context
+from .run_context import current_run, install_run_context, within_run
 from .stats import NodeStats, StatsTarget, current_target, report_node_stats
 
 log = logging.getLogger("wan_accel")
@@ -36,11 +36,11 @@ def scheduled_cfg(schedule: CfgSchedule, model_options: dict, sigma: torch.Tenso
 
 
 def read_schedule(text: str, node: str) -> CfgSchedule:
-    """``parse_cfg_schedule`` with an error that names the node's file."""
+    """``parse_cfg_schedule`` with an error that names the node and its input."""
     try:
         return parse_cfg_schedule(text)
     except ValueError as error:
-        raise ValueError(f"{node} (nodes/cfg_schedule.py): {error}") from None
+        raise ValueError(f"{node}, input cfg_schedule: {error}") from None
 
 
 def _log_run(schedule: CfgSchedule, sigmas: torch.Tensor) -> None:
@@ -97,7 +97,11 @@ def _applies_to(guider) -> bool:
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
     """Logs the run's schedule (which steps get the unconditional pass), or why it does not apply, and reports the
-    passes the run made."""
+    passes the run made, inside the run's context."""
+    return within_run(executor, lambda: _sample_on_schedule(executor, *args, **kwargs))
+
+
+def _sample_on_schedule(executor, *args, **kwargs):
     guider = executor.class_obj
     if not _applies_to(guider):
         log.warning("CFG Schedule: guider %s computes its own guidance; schedule not applied (for "

@@ -140,7 +140,7 @@ class WanExpertSampler(io.ComfyNode):
                 scheduler: str, switch_at: str, boundary: float, switch_step: int) -> io.NodeOutput:
         sigmas = schedule_sigmas(high_noise_model, steps, sampler_name, scheduler)
         if switch_step > steps and switch_at == SWITCH_AT_STEP:
-            raise ValueError(f"Wan 2.2 Expert Sampler (nodes/expert_sampler.py): switch_step {switch_step} is past "
+            raise ValueError(f"Wan 2.2 Expert Sampler: switch_step {switch_step} is past "
                              f"the last of {steps} steps; use 0..{steps}")
         plan = (plan_switch(sigmas, boundary=boundary) if switch_at == SWITCH_AT_BOUNDARY
                 else plan_switch(sigmas, step=switch_step))

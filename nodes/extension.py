@@ -1,4 +1,4 @@
-"""The pack's ``ComfyExtension``: the list of every node the host registers."""
+"""The pack's ``ComfyExtension``: the list of every node the host registers, and what the pack adds to the host."""
 from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
@@ -10,7 +10,8 @@ from .gguf_loader import LoadWanDiTGGUF
 from .image_encoder_cache import CLIPVisionEncodeCached, WanImageToVideoCached
 from .postprocess import TextureColourEnhance
 from .prompt_cache_encode import EncodePromptCached
-from .step_cache import WanMagCache, WanTeaCache
+from .stats import register_routes
+from .step_cache import WanMagCache, WanTeaCache, register_profile_folder
 from .step_cache_calibrate import WanStepCacheCalibrate
 from .text_encoder_fp8 import LoadTextEncoderFP8
 from .vae_decode import VAEDecodeBounded
@@ -27,6 +28,14 @@ class WanAccelExtension(ComfyExtension):
                 LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler]
 
 
+def register_with_host() -> None:
+    """Everything the pack adds to the host besides its nodes: the step-cache profile folder and the stats route.
+    Only the entry point calls it, so importing a module of the pack registers nothing."""
+    register_profile_folder()
+    register_routes()
+
+
 async def comfy_entrypoint() -> WanAccelExtension:
     """Entry point the host calls when it loads the pack."""
+    register_with_host()
     return WanAccelExtension()

@@ -76,7 +76,7 @@ def cached_encode(store: PromptCacheStore, key: str, encode: Callable[[], dict[s
 def _load_clip_vision_file(path: str) -> comfy.clip_vision.ClipVisionModel:
     model = comfy.clip_vision.load(path)
     if model is None:
-        raise ValueError(f"image_encoder_cache.py: {Path(path).name} holds no CLIP-vision model the host "
+        raise ValueError(f"clip_name {Path(path).name} holds no CLIP-vision model the host "
                          "recognises; put clip_vision_h.safetensors (or another CLIP-vision file) in "
                          "models/clip_vision")
     return model

@@ -1,8 +1,10 @@
 """One sampling run's context: what our patches really did during the run, published once when it ends.
 
-:func:`install_run_context` puts one OUTER_SAMPLE wrapper first on a model. For every sampling run it gives the
-guider its own copy of ``model_options`` (the host's ``create_model_options_clone``, restored in ``finally``) with
-a fresh :class:`RunContext` in its ``transformer_options``. Our other wrappers find it with :func:`current_run`
+:func:`within_run` opens the context for a sampling run: it gives the guider its own copy of ``model_options``
+(the host's ``create_model_options_clone``, restored in ``finally``) with a fresh :class:`RunContext` in its
+``transformer_options``, or joins the one an outer wrapper opened. Every OUTER_SAMPLE wrapper of ours that reports
+runs its work through it, so the host's order of wrappers does not matter; :func:`install_run_context` adds a plain
+one for models whose only reports come from inside the run. Our wrappers find the context with :func:`current_run`
 and report into it (step cache, attention, cfg schedule); the GGUF layers add each dequantisation to its
 :class:`~wan_accel_kernels.gguf.path_record.DequantRecord`, which the GGUF loader's badge then shows. Nothing learnt in a
 run outlives it, and the run's reports go out through :mod:`nodes.stats` once, at the end. A Wan 2.2 expert's clone
@@ -14,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -23,6 +26,7 @@ from ..wan_accel_kernels.gguf.path_record import DequantRecord, recording
 from .stats import NodeStats, StatsTarget, report_run_stats
 
 log = logging.getLogger("wan_accel")
+T = TypeVar("T")
 
 RUN_KEY = "wan_accel_run"                 # transformer_options of a run: its RunContext
 EXPERT_KEY = "wan_accel_expert"           # transformer_options of a Wan 2.2 expert's clone: its ExpertRun
@@ -90,28 +94,32 @@ def current_run(transformer_options: dict) -> Optional[RunContext]:
 
 
 def install_run_context(patcher) -> None:
-    """Makes ``patcher`` (a clone the caller owns) open a run context for every sampling run; its wrapper goes
-    first, around every other OUTER_SAMPLE wrapper, so theirs run inside the context."""
-    wrappers = patcher.wrappers.setdefault(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, {})
-    others = {key: value for key, value in wrappers.items() if key != WRAPPER_KEY}
-    wrappers.clear()
-    wrappers[WRAPPER_KEY] = [_outer_sample_wrapper]
-    wrappers.update(others)
+    """Makes ``patcher`` (a clone the caller owns) open a run context for every sampling run. Where its wrapper sits
+    among the OUTER_SAMPLE wrappers does not matter: ours open or join the context themselves (:func:`within_run`)."""
+    kind = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    if not patcher.get_wrappers(kind, WRAPPER_KEY):
+        patcher.add_wrapper_with_key(kind, WRAPPER_KEY, _outer_sample_wrapper)
 
 
-def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Runs the sampling with its own options and a fresh RunContext; publishes the context when the run ends."""
+def within_run(executor: comfy.patcher_extension.WrapperExecutor, work: Callable[[], T]) -> T:
+    """Runs ``work`` (an OUTER_SAMPLE wrapper's part of the run) inside the run's context: the one an outer wrapper
+    opened, else a fresh one, given to the guider's own copy of its options and published when ``work`` ends."""
     guider = executor.class_obj
     options = guider.model_options
-    if current_run(options.get("transformer_options", {})) is not None:  # a guider that opened one already
-        return executor(*args, **kwargs)
+    if current_run(options.get("transformer_options", {})) is not None:
+        return work()
     guider.model_options = comfy.model_patcher.create_model_options_clone(options)
     transformer_options = guider.model_options.setdefault("transformer_options", {})
     run = RunContext(expert=current_expert(transformer_options))
     transformer_options[RUN_KEY] = run
     try:
         with recording(run.dequant):
-            return executor(*args, **kwargs)
+            return work()
     finally:
         guider.model_options = options
         run.publish(transformer_options.get(DEQUANT_TARGET_KEY))
+
+
+def _outer_sample_wrapper(executor, *args, **kwargs):
+    """Runs the sampling inside a run context (:func:`within_run`)."""
+    return within_run(executor, lambda: executor(*args, **kwargs))

@@ -39,7 +39,7 @@ from ..wan_accel_kernels.step_cache import (
 from ..wan_accel_kernels.step_cache.runtime import SkipPolicy
 from .input_checks import first_problem, float_problem
 from .model_files import ModelFileInput
-from .run_context import current_expert, current_run, install_run_context
+from .run_context import current_expert, current_run, install_run_context, within_run
 from .stats import NodeStats, StatsTarget, current_target, expert_label, seconds_per_step
 
 log = logging.getLogger("wan_accel")
@@ -52,7 +52,11 @@ NO_PROFILE = "none"
 CACHE_DEVICES = ("compute", "offload")
 PROFILE_FILE = ModelFileInput("profile", PROFILE_FOLDER, frozenset({".json"}))
 
-folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
+
+def register_profile_folder() -> None:
+    """Adds models/wan_accel_step_cache to the host's model folders (the pack's entry point calls it)."""
+    folder_paths.add_model_folder_path(PROFILE_FOLDER, os.path.join(folder_paths.models_dir, PROFILE_FOLDER))
+
 
 @dataclass(frozen=True)
 class StepCacheConfig:
@@ -85,7 +89,7 @@ def require_wan(model: io.Model.Type, node: str) -> torch.nn.Module:
     """The Wan DiT inside ``model``; the error says what to connect instead."""
     diffusion_model = model.get_model_object("diffusion_model")
     if not all(hasattr(diffusion_model, a) for a in ("time_embedding", "time_projection", "freq_dim")):
-        raise ValueError(f"{node} (nodes/step_cache.py) needs a Wan 2.1 model, got {type(diffusion_model).__name__}; "
+        raise ValueError(f"{node} needs a Wan 2.1 model, got {type(diffusion_model).__name__}; "
                          f"connect the MODEL output of a Wan 2.1 loader")
     return diffusion_model
 
@@ -107,7 +111,11 @@ def wrapper_transformer_options(args: tuple, kwargs: dict) -> dict:
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Gives this sampling run a fresh cache and reports what it did when the run ends."""
+    """Gives this sampling run a fresh cache and reports what it did when the run ends, inside the run's context."""
+    return within_run(executor, lambda: _sample_with_cache(executor, *args, **kwargs))
+
+
+def _sample_with_cache(executor, *args, **kwargs):
     guider = executor.class_obj
     transformer_options = guider.model_options["transformer_options"]
     config: StepCacheConfig = transformer_options[CONFIG_KEY]
@@ -147,7 +155,7 @@ def check_profile_expert(config: StepCacheConfig, expert: str | None) -> None:
         log.warning("%s: profile %s was calibrated on the %s; this model is not run by 'Wan 2.2 Expert Sampler', so "
                     "wan-accel cannot check that it is that expert", config.policy.name, config.profile_name, made_on)
         return
-    raise ValueError(f"{config.policy.name} (nodes/step_cache.py): profile {config.profile_name} was calibrated on the "
+    raise ValueError(f"{config.policy.name}: profile {config.profile_name} was calibrated on the "
                      f"{made_on} and cannot be used on the {expert_label(expert)}, whose steps and residuals differ; "
                      f"pick a profile calibrated on the {expert_label(expert)} (Step Cache Calibrate on that model)")
 

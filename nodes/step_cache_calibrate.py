@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from ..wan_accel_kernels.step_cache import INDICATOR_EMBEDDING, INDICATOR_MODULATION, CalibrationRecorder, save_profile
 from ..wan_accel_kernels.step_cache.calibration import DEFAULT_FIT_DEGREE
 from .input_checks import first_problem
-from .run_context import current_expert, current_run, install_run_context
+from .run_context import current_expert, current_run, install_run_context, within_run
 from .stats import NodeStats, current_target
 from .step_cache import WRAPPER_KEY, profile_path, require_wan, wan_timestep_indicator, wrapper_transformer_options
 
@@ -32,12 +32,16 @@ def profile_name_problem(profile_name: object) -> str | None:
     if isinstance(profile_name, str) and _NAME_PATTERN.match(profile_name.strip().removesuffix(".json")):
         return None
     shown = repr(profile_name)[:120]
-    return (f"profile_name {shown} (Step Cache Calibrate, nodes/step_cache_calibrate.py): use 1-100 letters, "
+    return (f"profile_name {shown} (Step Cache Calibrate): use 1-100 letters, "
             "digits, '_', '-' or '.', starting with a letter or digit")
 
 
 def _outer_sample_wrapper(executor, *args, **kwargs):
-    """Records this sampling run, every step computed, and writes the profile when it ends."""
+    """Records this sampling run, every step computed, and writes the profile when it ends (in the run's context)."""
+    return within_run(executor, lambda: _record_run(executor, *args, **kwargs))
+
+
+def _record_run(executor, *args, **kwargs):
     guider = executor.class_obj
     transformer_options = guider.model_options["transformer_options"]
     settings = transformer_options[RECORDER_KEY]

@@ -102,7 +102,7 @@ def plan_decode(latent_shape: tuple[int, ...], dtype: torch.dtype, weights: int,
         return DecodePlan(dtype, exact, budget, None)
     side = memory.largest_tile(budget - weights, dtype_bytes, min_tile_px)
     if side is None:
-        raise MemoryError(f"vae_decode.py: even a {min_tile_px} px tile does not fit the budget of "
+        raise MemoryError(f"VAE Decode (bounded memory): even a {min_tile_px} px tile does not fit the budget of "
                           f"{budget / GIB:.2f} GiB ({weights / GIB:.2f} GiB are the VAE weights); raise "
                           "memory_budget_gb or set it to 0 to use the free device memory")
     tile = side // 8
@@ -160,7 +160,7 @@ def _attempt(vae: comfy.sd.VAE, model: torch.nn.Module, dtype: torch.dtype, late
 
 
 def _fp32_failure(step: int) -> ValueError:
-    return ValueError(f"vae_decode.py: the fp32 VAE decode produced NaN/Inf at latent frame {step}; the latent is "
+    return ValueError(f"VAE Decode (bounded memory): the fp32 VAE decode produced NaN/Inf at latent frame {step}; the latent is "
                       "outside what this VAE decodes: check that the VAE is the one of the model (Wan 2.1)")
 
 
@@ -174,13 +174,13 @@ def decode_bounded(vae: comfy.sd.VAE, latent: torch.Tensor, budget_gb: float = 0
     is retried tiled, with one warning naming the budget.
     """
     if not is_wan21_vae(vae):
-        raise ValueError("vae_decode.py: 'VAE Decode (bounded memory)' drives the Wan 2.1 VAE frame by frame; "
+        raise ValueError("VAE Decode (bounded memory) drives the Wan 2.1 VAE frame by frame; "
                          "this VAE is another kind: decode it with the host's VAEDecode")
     if latent.ndim != 5:
-        raise ValueError(f"vae_decode.py: expected a video latent [B, C, T, h, w], got shape {tuple(latent.shape)}; "
+        raise ValueError(f"VAE Decode (bounded memory): expected a video latent [B, C, T, h, w], got shape {tuple(latent.shape)}; "
                          "connect the sampler's output for a Wan video")
     if not bool(torch.isfinite(latent).all()):
-        raise ValueError("vae_decode.py: the latent already holds NaN/Inf, so no VAE precision can decode it; "
+        raise ValueError("VAE Decode (bounded memory): the latent already holds NaN/Inf, so no VAE precision can decode it; "
                          "the sampler diverged: check its model, steps and cfg")
     notes: list[str] = []
     dtype = vae.vae_dtype

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
-from .bench import METRICS, load_pairs
-from .bench_dispatch import run_bench
-from .bench_progress import BatchDisplay
-from .bench_servers import ComfyBenchServer, server_urls
+from .batch.dispatch import run_bench
+from .batch.progress import BatchDisplay
+from .batch.samples import METRICS, load_pairs
+from .batch.servers import ComfyBenchServer, server_urls
 from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
 from .client_files import prepare_out_dir
 from .device_fit import cpu_only, cpu_warnings

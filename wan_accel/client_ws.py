@@ -13,7 +13,7 @@ import websocket
 from .errors import MalformedReply, ServerError, WanAccelError, execution_error, node_label
 
 HISTORY_CHECK_SECONDS = 5.0    # without websocket news for this long, ask /history whether the prompt ended
-STATS_EVENT = "wan_accel.stats"  # our nodes' stats message (nodes/stats.py): display lines and warnings per node
+STATS_EVENT = "wan_accel.stats"  # our nodes' stats message (nodes/stats/): display lines and warnings per node
 
 
 class ConnectionLost(ServerError):

@@ -23,11 +23,6 @@ KEEP_FLOAT_MARKERS = (
     "img_emb",
 )
 
-QUANTISABLE_TARGETS = (
-    gguf.GGMLQuantizationType.Q6_K,
-    gguf.GGMLQuantizationType.Q8_0,
-)
-
 FLOAT_TYPE_OF = {
     torch.float32: gguf.GGMLQuantizationType.F32,
     torch.float16: gguf.GGMLQuantizationType.F16,

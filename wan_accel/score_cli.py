@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .bench_results import write_json_atomic
+from .batch.results import write_json_atomic
 from .errors import UsageError, WanAccelError
 from .quality.compare import check_pairing, compare, comparison_lines, scored_batch
 from .quality.jobs import check_jobs, find_jobs

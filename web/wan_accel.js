@@ -1,6 +1,6 @@
 // wan-accel in the editor: one look for all of the pack's nodes, and a stats panel under each of them showing what
 // the last run really did (attention backend and fallbacks, cache steps, dequant path, time per step, ...).
-// The server sends the numbers as the "wan_accel.stats" websocket event (nodes/stats.py) and keeps the latest per
+// The server sends the numbers as the "wan_accel.stats" websocket event (nodes/stats/) and keeps the latest per
 // node at GET /wan_accel/stats, which a reloaded editor and nodes served from the host's cache read back.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";

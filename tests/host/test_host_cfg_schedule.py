@@ -122,8 +122,8 @@ def test_guider_with_a_constant_schedule_equals_the_core_cfg_guider(tiny, nodes)
     assert torch.equal(tiny.sample_with_guider(ours, steps=STEPS), tiny.sample_with_guider(core, steps=STEPS))
 
 
-def test_a_bad_schedule_names_the_node_file_and_the_format(tiny, nodes):
-    with pytest.raises(ValueError, match=r"CFG Schedule \(nodes/cfg_schedule\.py\): .*only the last entry"):
+def test_a_bad_schedule_names_the_node_its_input_and_the_format(tiny, nodes):
+    with pytest.raises(ValueError, match=r"CFG Schedule, input cfg_schedule: .*only the last entry"):
         nodes.CFGSchedule.execute(tiny.patcher, "3,1")
 
 

@@ -81,7 +81,7 @@ def test_full_and_partial_loads_apply_lora_after_dequantisation(host, q6k_file):
 
 
 def test_memory_estimate_reserves_the_measured_dequant_peak(host, q6k_file):
-    from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
+    from wan_accel_kernels.memory_probe import LiveTensorBytes
 
     loaded = import_pack_module("nodes.gguf_model").load_wan_gguf(q6k_file, "bf16")
     model = loaded.patcher.model

@@ -16,17 +16,24 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "wan22",
-            "projection"]
+            "wan22_steps", "projection"]
 DRY_RUN_TIMEOUT_S = 240  # the dry run's own bound is its 180 s budget plus start-up; ~45 s alone on 2 cores
 LINEAR_COUNTS = {"[256, 256]": 6, "[512, 256]": 1, "[256, 512]": 1}  # per forward at dim 256, ffn 512, 1 layer
+DIM, LAYERS, CLIP_DIM = 256, 1, 1280
+
+
+def image_branch_parameters(dim: int, layers: int) -> int:
+    """What a Wan 2.2 expert lacks against the Wan 2.1 I2V DiT: ``img_emb`` (LayerNorm 1280, Linear 1280->1280,
+    Linear 1280->dim, LayerNorm dim) and per block the image cross-attention's k_img, v_img and norm_k_img."""
+    img_emb = 2 * CLIP_DIM + (CLIP_DIM * CLIP_DIM + CLIP_DIM) + (CLIP_DIM * dim + dim) + 2 * dim
+    return img_emb + layers * (2 * (dim * dim + dim) + dim)
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("gpu_suite")
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_suite.py"), "--dry-run", "--out",
-                           str(out)], cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True,
-                          timeout=DRY_RUN_TIMEOUT_S)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--dry-run", "--out", str(out)], cwd=REPO_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=DRY_RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "gpu_suite.json").read_text()), (out / "gpu_suite.md").read_text()
 
@@ -61,6 +68,22 @@ def test_dit_rows_measure_what_they_say(suite):
     assert (int8["arithmetic"], fp8["arithmetic"]) == ("int8", "fp8")
     assert 1e-4 < int8["rel_l2"] < 0.05 and 1e-4 < fp8["rel_l2"] < 0.1  # 8-bit error: present, bounded
     assert int8["weights_gib"] < 0.6 * reference["weights_gib"]  # packed 8-bit bytes, not a 16/32-bit copy
+
+
+def test_wan22_steps_time_each_expert_in_the_no_img_emb_layout(suite):
+    report, markdown = suite
+    sections = {s["name"]: s for s in report["sections"]}
+    experts = sections["wan22_steps"]["rows"]
+    assert [(r["expert"], r["status"], r["dtype"], r["attention"]) for r in experts] == [
+        ("high noise", "ok", "fp32", "sdpa"), ("low noise", "ok", "fp32", "sdpa")]
+    assert all(r["s_per_step"] > 0 and r["first_call_s"] >= r["s_per_step"] for r in experts)
+    assert all(r["wan21_i2v_parameters"] - r["parameters"] == image_branch_parameters(DIM, LAYERS) for r in experts)
+    gguf = next(r for r in sections["dit"]["rows"] if r["configuration"] == "ours: Triton dequant + SDPA")
+    assert all(r["weights_gib"] < gguf["weights_gib"] for r in experts)  # the same DiT less its image branch
+    notes = sections["wan22_steps"]["notes"]
+    assert any(note.startswith("a 4-step video's DiT on this GPU (2 steps per expert + one pageable switch)")
+               for note in notes)
+    assert "## Wan 2.2: one DiT step of each expert at 14B shapes" in markdown
 
 
 def test_linears_give_the_projection_a_time_per_arithmetic(suite):

@@ -37,7 +37,7 @@ def test_a_bad_calibrate_profile_name_is_refused_at_queue_time(wan_pack: ComfySe
     with pytest.raises(PromptRejected) as rejected:
         wan_pack.queue(graph)
     assert "HTTP 400" in str(rejected.value)
-    message = f"profile_name {name!r} (Step Cache Calibrate, nodes/step_cache_calibrate.py): use 1-100 letters"
+    message = f"profile_name {name!r} (Step Cache Calibrate): use 1-100 letters"
     assert message in str(rejected.value), str(rejected.value)
 
 

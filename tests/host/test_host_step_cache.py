@@ -173,12 +173,37 @@ def test_a_later_cache_node_replaces_an_earlier_one(tiny, nodes, reference):
     assert len(counter.forwards) == STEPS
 
 
+def test_the_run_is_reported_whatever_the_order_of_the_outer_sample_wrappers(tiny, nodes, stats):
+    """The host runs OUTER_SAMPLE wrappers in the order they were added (first = outermost) and has no priority;
+    ours open or join the run's context themselves. With the run-context wrapper innermost, the order where the step
+    cache's report used to find no context, the run still reports the same steps as in the order the node builds."""
+    import comfy.patcher_extension
+    from comfy_execution.utils import CurrentNodeContext
+
+    run_context = import_pack_module("nodes.run_context")
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    with CurrentNodeContext("step-cache-test", "30"):  # the node the cache reports on is the one that built it
+        built = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)
+    with CurrentNodeContext("step-cache-test", "31"):
+        context_innermost = teacache(nodes, tiny.patcher, rel_l1_thresh=1e9)
+    assert list(built.wrappers[outer]) == [run_context.WRAPPER_KEY, nodes.WRAPPER_KEY]
+    context_innermost.remove_wrappers_with_key(outer, run_context.WRAPPER_KEY)
+    run_context.install_run_context(context_innermost)
+    assert list(context_innermost.wrappers[outer]) == [nodes.WRAPPER_KEY, run_context.WRAPPER_KEY]
+    reports = {}
+    for node_id, model in (("30", built), ("31", context_innermost)):
+        out, reported = run_stats(stats, lambda: tiny.sample(model, steps=STEPS), node_id)
+        reports[node_id] = (reported["steps_computed"], reported["steps_skipped"], out)
+    assert reports["30"][:2] == reports["31"][:2] == (2, 6)
+    assert torch.equal(reports["30"][2], reports["31"][2])
+
+
 def test_teacache_refuses_a_model_that_is_not_wan(nodes):
     class NotWan:
         def get_model_object(self, name):
             return torch.nn.Linear(2, 2)
 
-    with pytest.raises(ValueError, match=r"nodes/step_cache\.py\) needs a Wan 2.1 model"):
+    with pytest.raises(ValueError, match=r"TeaCache \(Wan\) needs a Wan 2.1 model"):
         nodes.WanTeaCache.execute(NotWan(), **TEA_ARGS)
 
 

@@ -285,9 +285,9 @@ def test_a_host_unload_releases_the_kept_encoder_and_hits_still_work(files, tmp_
     import gc
     import weakref
 
+    cache = import_pack_module("nodes.prompt_cache_encode")  # imports the host first
     import comfy.model_management
 
-    cache = import_pack_module("nodes.prompt_cache_encode")
     _serve_small_encoder(files, tmp_path, monkeypatch)
     cache._kept.release()
     gc.collect()

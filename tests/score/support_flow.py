@@ -1,6 +1,6 @@
 """The renaming that turns torchvision's RAFT state dict into the original RAFT's (``raft-things.pth``), so VBench's
 own RAFT can run the same weights, and the frames the flow tests use (their random-weight files:
-``benchmarks/score_weights.py``)."""
+``benchmarks/lib/score_weights.py``)."""
 from __future__ import annotations
 
 import re

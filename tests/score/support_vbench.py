@@ -1,5 +1,5 @@
 """Lossless synthetic videos and a fixture under which nothing can reach the network, for the subject, background
-and imaging tests (their random-weight files: ``benchmarks/score_weights.py``)."""
+and imaging tests (their random-weight files: ``benchmarks/lib/score_weights.py``)."""
 from __future__ import annotations
 
 import socket

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.score_weights import write_dreamsim_cache
+from benchmarks.lib.score_weights import write_dreamsim_cache
 from tests.score.support_vbench import noise_frames, offline, smooth_frames, write_image, write_video  # noqa: F401
 from wan_accel.quality import background
 from wan_accel.quality.video_io import Video, load_video

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from benchmarks.score_weights import random_raft_state  # noqa: E402
+from benchmarks.lib.score_weights import random_raft_state  # noqa: E402
 from tests.score.support_flow import original_raft_state_dict, panning_frames, write_frame_folder  # noqa: E402
 from wan_accel.errors import UsageError  # noqa: E402
 from wan_accel.quality import dynamic  # noqa: E402

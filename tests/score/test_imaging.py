@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.score_weights import write_musiq_checkpoint
+from benchmarks.lib.score_weights import write_musiq_checkpoint
 from tests.score.support_vbench import offline, smooth_frames, write_video  # noqa: F401
 from wan_accel.quality import imaging
 from wan_accel.quality.subject import frames_to_tensor

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("vbench.third_party.amt")
 
-from benchmarks.score_weights import write_amt_checkpoint  # noqa: E402
+from benchmarks.lib.score_weights import write_amt_checkpoint  # noqa: E402
 from tests.score.support_flow import panning_frames, write_frame_folder  # noqa: E402
 from wan_accel.errors import UsageError  # noqa: E402
 from wan_accel.quality import smoothness  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.score_weights import write_dino_backbone
+from benchmarks.lib.score_weights import write_dino_backbone
 from tests.score.support_vbench import noise_frames, offline, smooth_frames, write_image, write_video  # noqa: F401
 from wan_accel.quality import subject
 from wan_accel.quality.video_io import Video, load_video

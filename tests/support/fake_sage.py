@@ -6,7 +6,6 @@ returns float32 SDPA of the inputs in the input's dtype and layout, plus ``noise
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import replace
 from types import ModuleType, SimpleNamespace
@@ -15,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.lib import attention_compare as compare_module
 from wan_accel_kernels.attention import override as override_module
 from wan_accel_kernels.attention import sage as sage_module
 from wan_accel_kernels.attention.dispatch import SAGE_KERNELS, dispatch
 
 FAKE_VERSION = "2.2.0"
-compare_module = importlib.import_module("wan_accel_kernels.attention.compare")  # the package exports the function compare
 
 
 class FakeSage(ModuleType):

@@ -30,7 +30,8 @@ def import_host() -> None:
 
 
 def import_pack_module(name: str) -> ModuleType:
-    """``wan_accel_pack.<name>`` (e.g. ``nodes.gguf_model``), importing the host and the pack first."""
+    """``wan_accel_pack.<name>`` (e.g. ``nodes.gguf_model``), importing the host and the pack first and registering
+    the pack's folders and route as the host's call of ``comfy_entrypoint`` does."""
     import_host()
     if PACK_NAME not in sys.modules:
         spec = importlib.util.spec_from_file_location(PACK_NAME, REPO_ROOT / "__init__.py",
@@ -38,6 +39,7 @@ def import_pack_module(name: str) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACK_NAME] = module
         spec.loader.exec_module(module)
+        importlib.import_module(f"{PACK_NAME}.nodes.extension").register_with_host()
     return importlib.import_module(f"{PACK_NAME}.{name}")
 
 

@@ -1,9 +1,9 @@
-"""wan_accel_kernels.attention.compare: error metrics of a backend against float32 SDPA."""
+"""benchmarks/lib/attention_compare: error metrics of a backend against float32 SDPA."""
 import pytest
 import torch
 
-from wan_accel_kernels.attention import compare, probe_sage
-from wan_accel_kernels.attention.compare import error_metrics
+from benchmarks.lib.attention_compare import compare, error_metrics
+from wan_accel_kernels.attention import probe_sage
 from tests.support.fake_sage import install_fake_sage
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wan_accel.bench import FirstFramePSNR, JobOutcome, Sample, load_pairs, speed_score
-from wan_accel.bench_dispatch import run_bench as run_on_servers
-from wan_accel.bench_results import read_results, summarise
+from wan_accel.batch.samples import FirstFramePSNR, JobOutcome, Sample, load_pairs, speed_score
+from wan_accel.batch.dispatch import run_bench as run_on_servers
+from wan_accel.batch.results import read_results, summarise
 from wan_accel.errors import ExecutionFailed, MissingModel, MissingModelFile, UsageError
 
 CONFIG = {"workflow": "wan21_i2v_480p_winner", "steps": 8}

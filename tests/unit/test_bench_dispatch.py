@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from wan_accel.bench import JobOutcome, Sample, SampleResult
-from wan_accel.bench_dispatch import NoServerLeft, run_bench
-from wan_accel.bench_results import ResultsWriter
+from wan_accel.batch.samples import JobOutcome, Sample, SampleResult
+from wan_accel.batch.dispatch import NoServerLeft, run_bench
+from wan_accel.batch.results import ResultsWriter
 from wan_accel.client_ws import ConnectionLost, ProgressEvent
 from wan_accel.errors import (ExecutionFailed, Interrupted, MissingModel, MissingModelFile, PromptInvalid,
                               ServerUnreachable)

@@ -13,9 +13,9 @@ import pytest
 
 from tests.support.fake_comfy import API_GRAPH as GRAPH
 from tests.support.fake_comfy import HISTORY_OK, fake_for_graph
-from wan_accel.bench import Sample
-from wan_accel.bench_dispatch import run_bench
-from wan_accel.bench_servers import ComfyBenchServer
+from wan_accel.batch.samples import Sample
+from wan_accel.batch.dispatch import run_bench
+from wan_accel.batch.servers import ComfyBenchServer
 from wan_accel.errors import MalformedReply, UsageError, WanAccelError
 from wan_accel.graph_fill import Overrides
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from wan_accel.bench import Sample
-from wan_accel.bench_progress import BatchDisplay, bar
-from wan_accel.bench_queue import SampleQueue, Task
-from wan_accel.bench_servers import server_name, server_urls
+from wan_accel.batch.samples import Sample
+from wan_accel.batch.progress import BatchDisplay, bar
+from wan_accel.batch.queue import SampleQueue, Task
+from wan_accel.batch.servers import server_name, server_urls
 from wan_accel.cli import main
 from wan_accel.client import ProgressEvent
 from wan_accel.errors import UsageError

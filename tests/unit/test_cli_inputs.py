@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_comfy import FakeComfy
-from wan_accel.bench import Sample, SampleResult
-from wan_accel.bench_results import ResultsWriter
+from wan_accel.batch.samples import Sample, SampleResult
+from wan_accel.batch.results import ResultsWriter
 from wan_accel.cli import main
 from wan_accel.errors import mask_secrets
 

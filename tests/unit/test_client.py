@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.fake_comfy import HISTORY_OK, FakeComfy
-from wan_accel.bench import Sample
-from wan_accel.bench_servers import ComfyBenchServer
+from wan_accel.batch.samples import Sample
+from wan_accel.batch.servers import ComfyBenchServer
 from wan_accel.cli import ProgressPrinter, main
 from wan_accel import client as client_module
 from wan_accel import client_ws

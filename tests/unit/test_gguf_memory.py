@@ -7,7 +7,7 @@ from gguf import GGMLQuantizationType as T
 
 from wan_accel_kernels.gguf import block_geometry, dequantize
 from wan_accel_kernels.gguf.memory import dequant_peak_bytes
-from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
+from wan_accel_kernels.memory_probe import LiveTensorBytes
 
 
 @pytest.mark.parametrize("qtype", [T.Q6_K, T.Q8_0, T.Q4_K])

@@ -17,35 +17,33 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from benchmarks.lib import projection_4090 as projection
+from benchmarks.lib.gguf_style import dequantize_q6_k_fp16
+from benchmarks.lib.gpu_specs import RTX_4090, spec_for
+from benchmarks.lib.wan14b_models import random_q6_k
+from benchmarks.suite import projection as suite_projection
+from benchmarks.suite import unit_tests as suite_unit_tests
+from benchmarks.suite.context import full_shape
+from benchmarks.suite.runner import FAILED, OK, SKIPPED, Budget, Section, SectionResult, run_sections
+from wan_accel_kernels.gguf import dequantize
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-
-import projection_4090 as projection  # noqa: E402
-import suite_projection  # noqa: E402
-import suite_unit_tests  # noqa: E402
-from gguf_style import dequantize_q6_k_fp16  # noqa: E402
-from gpu_specs import RTX_4090, spec_for  # noqa: E402
-from suite_context import full_shape  # noqa: E402
-from suite_runner import FAILED, OK, SKIPPED, Budget, Section, SectionResult, run_sections  # noqa: E402
-from wan14b_models import random_q6_k  # noqa: E402
-
-from wan_accel_kernels.gguf import dequantize  # noqa: E402
 
 SECTIONS = ["unit_tests", "dit", "linears", "attention", "vae", "postprocess", "text_encoder", "wan22",
-            "projection"]
-HOST_SECTIONS = {"dit", "linears", "vae"}
+            "wan22_steps", "projection"]
+HOST_SECTIONS = {"dit", "linears", "vae", "wan22_steps"}
 DRY_RUN_TIMEOUT_S = 240  # the dry run's own bound is its 180 s budget plus start-up
 H100 = spec_for("NVIDIA H100 80GB HBM3")
 
 
 def run_suite(out: Path, *flags: str, comfyui: str | None = None,
               timeout: int = DRY_RUN_TIMEOUT_S) -> tuple[dict, str]:
-    """Runs ``benchmarks/gpu_suite.py --dry-run`` in a child process; returns (the JSON, the markdown)."""
+    """Runs ``python -m benchmarks.gpu_suite --dry-run`` in a child process; returns (the JSON, the markdown)."""
     env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
     if comfyui:
         env["COMFYUI_PATH"] = comfyui
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_suite.py"), "--dry-run", "--out",
-                           str(out), *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--dry-run", "--out", str(out), *flags],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return (json.loads((out / "gpu_suite.json").read_text()), (out / "gpu_suite.md").read_text())
 
@@ -278,7 +276,7 @@ def test_the_projection_section_uses_each_rows_own_linears_and_labels_a_range_as
 def test_the_projection_section_fails_on_a_negative_remainder_and_keeps_the_other_rows():
     rows = [_dit_row("ours: Triton dequant + SDPA", "bf16", 4.0), _dit_row("W8A8 int8 + SDPA", "int8", 0.5)]
     result = suite_projection.run(_projection_ctx(rows, {"bf16": 2.0, "int8": 1.0}))
-    assert result.status == FAILED and result.reason.startswith("benchmarks/projection_4090.py: W8A8 int8 + SDPA:")
+    assert result.status == FAILED and result.reason.startswith("benchmarks/lib/projection_4090.py: W8A8 int8 + SDPA:")
     assert result.rows[0]["status"] == "ok" and result.rows[0]["projected_4090_step_fast_s"] > 0
     assert result.rows[1]["status"].startswith("failed: ") and "projected_4090_step_fast_s" not in result.rows[1]
 

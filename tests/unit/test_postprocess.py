@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from wan_accel_kernels.postprocess import EnhanceParams, enhance_video, enhance_video_with_mask, gaussian_blur, skin_mask
 from wan_accel_kernels.postprocess.filters import morph_open_close
 from wan_accel_kernels.postprocess.metrics import flicker, luma_ssim
-from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2, gaussian_blur_cv2, skin_mask_cv2
+from tests.support.reference_cv2 import enhance_video_naive_cv2, gaussian_blur_cv2, skin_mask_cv2
 from wan_accel_kernels.postprocess.skin_mask import skin_binary
 
 SKIN_RGB = (0.86, 0.62, 0.52)  # 8-bit YCrCb (173, 161, 105): inside the default Cr/Cb box

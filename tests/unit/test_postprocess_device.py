@@ -8,7 +8,7 @@ import torch
 
 from wan_accel_kernels.postprocess import EnhanceParams, compute_device_for, enhance_video_with_mask
 from wan_accel_kernels.postprocess import enhance as enhance_module
-from wan_accel_kernels.postprocess.reference_cv2 import enhance_video_naive_cv2, skin_mask_cv2
+from tests.support.reference_cv2 import enhance_video_naive_cv2, skin_mask_cv2
 from wan_accel_kernels.postprocess.temporal import temporal_radius
 
 CPU = torch.device("cpu")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from wan_accel import cli
-from wan_accel.bench_results import summarise
-from wan_accel.bench import SampleResult
+from wan_accel.batch.results import summarise
+from wan_accel.batch.samples import SampleResult
 from wan_accel.errors import UsageError
 from wan_accel.quality import scoring
 from wan_accel.quality.jobs import ScoreJob, check_jobs, find_jobs

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from wan_accel.bench import speed_score
+from wan_accel.batch.samples import speed_score
 from wan_accel.errors import UsageError
 from wan_accel.quality.compare import check_pairing, compare, comparison_lines, scored_batch
 from wan_accel.quality.formulas import final_score

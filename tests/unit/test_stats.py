@@ -1,6 +1,6 @@
-"""nodes/stats.py without the host: display lines, warnings, merge rules, the websocket message and the GET route.
+"""nodes/stats without the host: display lines, warnings, merge rules, the websocket message and the GET route.
 
-The module is loaded from its file with three host modules stubbed: ``comfy_execution.utils`` (the executing node),
+The package is loaded from its folder with three host modules stubbed: ``comfy_execution.utils`` (the executing node),
 ``server`` (a ``PromptServer`` that records ``send_sync`` and routes) and ``aiohttp.web`` (``json_response``).
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import NamedTuple, Optional
 
 import pytest
 
-STATS_PATH = Path(__file__).resolve().parents[2] / "nodes" / "stats.py"
+PACKAGE_NAME = "wan_accel_stats_under_test"
+STATS_PACKAGE = Path(__file__).resolve().parents[2] / "nodes" / "stats"
 
 
 class _Context(NamedTuple):
@@ -69,9 +70,13 @@ class Host:
         for name, module in {"comfy_execution": package, "comfy_execution.utils": utils, "server": server,
                              "aiohttp": aiohttp, "aiohttp.web": web}.items():
             monkeypatch.setitem(sys.modules, name, module)
-        spec = importlib.util.spec_from_file_location("wan_accel_stats_under_test", STATS_PATH)
+        for name in (PACKAGE_NAME, *(f"{PACKAGE_NAME}.{part}" for part in ("model", "store", "transport", "publish"))):
+            monkeypatch.setitem(sys.modules, name, None)  # removed again when the test ends, whatever it imported
+            del sys.modules[name]
+        spec = importlib.util.spec_from_file_location(PACKAGE_NAME, STATS_PACKAGE / "__init__.py",
+                                                      submodule_search_locations=[str(STATS_PACKAGE)])
         self.stats = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, self.stats)
+        sys.modules[spec.name] = self.stats
         spec.loader.exec_module(self.stats)
 
     def _context(self) -> Optional[_Context]:
@@ -84,7 +89,16 @@ class Host:
 
 @pytest.fixture
 def host(monkeypatch) -> Host:
-    return Host(monkeypatch, with_server=True)
+    host = Host(monkeypatch, with_server=True)
+    assert host.stats.register_routes() is True  # what the pack's comfy_entrypoint does
+    return host
+
+
+def test_importing_the_package_adds_no_route(monkeypatch):
+    host = Host(monkeypatch, with_server=True)
+    assert host.prompt_server.routes.handlers == {}
+    assert host.stats.register_routes() is True
+    assert list(host.prompt_server.routes.handlers) == [("GET", "/wan_accel/stats")]
 
 
 def test_lines_and_warnings_of_every_field(host):

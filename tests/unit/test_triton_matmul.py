@@ -100,7 +100,7 @@ def test_strided_weight_bytes_are_read_in_order():
 def test_a_bias_on_another_device_or_of_another_size_is_refused():
     data = random_q6_k(16, 256, seed=5)
     x = torch.zeros(4, 256, dtype=torch.bfloat16, device=DEVICE)
-    with pytest.raises(ValueError, match=r"triton_matmul.py: the bias is on meta but x is on .*move the bias"):
+    with pytest.raises(ValueError, match=r"Q6_K matmul: the bias is on meta but x is on .*move the bias"):
         q6_k_linear(x, data, (16, 256), torch.zeros(16, device="meta"))
     with pytest.raises(ValueError, match=r"the bias has 8 values for 16 outputs"):
         q6_k_linear(x, data, (16, 256), torch.zeros(8, device=DEVICE))

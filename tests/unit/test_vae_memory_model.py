@@ -1,10 +1,10 @@
-"""wan_accel_kernels.vae.live_bytes and wan_accel_kernels.vae.memory_model: exact live-byte counts, the fit, the tile choice, the budget."""
+"""wan_accel_kernels.memory_probe and wan_accel_kernels.vae.memory_model: exact live-byte counts, the fit, the tile choice, the budget."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wan_accel_kernels.vae.live_bytes import LiveTensorBytes
+from wan_accel_kernels.memory_probe import LiveTensorBytes
 from wan_accel_kernels.vae.memory_model import (
     WAN21_DECODE,
     DecodeMemoryModel,

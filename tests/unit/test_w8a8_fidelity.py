@@ -1,12 +1,12 @@
 """W8A8 at the Wan 2.1 14B block shapes (512 tokens, DiT-like outliers, post-GELU FFN down input): the default
 int8 method is no worse than Q6_K dequant + bf16 on the same layer and input, and naive per-token int8 is.
-``python benchmarks/w8a8.py --skip-speed`` prints the same table."""
+``python -m benchmarks.w8a8 --skip-speed`` prints the same table."""
 from __future__ import annotations
 
 import pytest
 
 from wan_accel_kernels.w8a8 import default_method
-from wan_accel_kernels.w8a8.compare import WAN_LINEARS, wan_layer_errors
+from benchmarks.lib.w8a8_compare import WAN_LINEARS, wan_layer_errors
 
 TOKENS = 512
 INT8, FP8 = default_method("int8"), default_method("fp8")

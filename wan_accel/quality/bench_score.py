@@ -5,14 +5,14 @@ batch's ``scores.json`` (what ``wan-accel compare`` reads).
 """
 from __future__ import annotations
 
-from ..bench import JobOutcome, Sample
+from ..batch.samples import JobOutcome, Sample
 from .jobs import VIDEO_SUFFIXES, ScoreJob
 from .scores_file import ScoresFile
 from .scoring import Scorer
 
 
 class BenchScore:
-    """A :class:`~wan_accel.bench.QualityMetric` that gives several values: the challenge's indices of one sample."""
+    """A :class:`~wan_accel.batch.samples.QualityMetric` that gives several values: the challenge's indices of one sample."""
 
     name = "score"
 

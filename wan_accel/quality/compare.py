@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..bench import speed_score
+from ..batch.samples import speed_score
 from ..errors import UsageError
 from .formulas import FINAL_INDICES, final_score
 from .scores_file import read_scores

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bench import IMAGE_SUFFIXES
+from ..batch.samples import IMAGE_SUFFIXES
 from ..errors import UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..bench_results import file_lock, write_json_atomic
+from ..batch.results import file_lock, write_json_atomic
 from ..errors import UsageError
 from .scoring import summarise_scores
 

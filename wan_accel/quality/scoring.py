@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..bench import speed_score
+from ..batch.samples import speed_score
 from ..errors import UsageError
 from .formulas import FINAL_INDICES, final_score
 from .jobs import ScoreJob

@@ -1,6 +1,5 @@
 """Attention routing in pure PyTorch: sage where it is known to be safe, the host's own attention otherwise. Never
 imports ``comfy``."""
-from .compare import Comparison, compare
 from .dispatch import AUTO, BACKENDS, SAGE, SAGE_KERNELS, SDPA, AttentionCall, Decision, SageInstall, dispatch
 from .nan_guard import GuardCounts, guarded
 from .override import AttentionOverride, RunStats
@@ -14,12 +13,10 @@ __all__ = [
     "SDPA",
     "AttentionCall",
     "AttentionOverride",
-    "Comparison",
     "Decision",
     "GuardCounts",
     "RunStats",
     "SageInstall",
-    "compare",
     "dispatch",
     "guarded",
     "probe_sage",

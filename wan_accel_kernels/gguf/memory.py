@@ -3,7 +3,7 @@
 The host sizes a model by the bytes of its parameters; ours are raw ggml blocks, but every forward dequantises one
 layer at a time to the compute dtype. The Triton kernels write the output only; the PyTorch path also holds
 unpacked quants and a float32 product for a moment. That path's peak grows linearly with the weight count, so it
-is measured once per (type, dtype) on a few blocks of zeros (``wan_accel_kernels/vae/live_bytes.py``) and scaled.
+is measured once per (type, dtype) on a few blocks of zeros (``wan_accel_kernels/memory_probe.py``) and scaled.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..vae.live_bytes import LiveTensorBytes
+from ..memory_probe import LiveTensorBytes
 from .dequantize import dequantize
 from .qtypes import DEQUANTIZE_TYPES, QType, block_geometry, resolve_qtype
 

@@ -100,10 +100,10 @@ def q6_k_linear(x: torch.Tensor, data: torch.Tensor, shape: Sequence[int], bias:
     if x.device != data.device:
         raise ValueError(f"x is on {x.device} but the weight bytes are on {data.device}; move both to one device.")
     if bias is not None and bias.device != x.device:
-        raise ValueError(f"wan_accel_kernels/gguf/triton_matmul.py: the bias is on {bias.device} but x is on {x.device}; "
+        raise ValueError(f"Q6_K matmul: the bias is on {bias.device} but x is on {x.device}; "
                          "move the bias to x's device.")
     if bias is not None and bias.numel() != out_features:
-        raise ValueError(f"wan_accel_kernels/gguf/triton_matmul.py: the bias has {bias.numel()} values for {out_features} "
+        raise ValueError(f"Q6_K matmul: the bias has {bias.numel()} values for {out_features} "
                          "outputs; pass the layer's own bias.")
     rows = x.reshape(-1, in_features).contiguous()
     y = torch.empty((rows.shape[0], out_features), dtype=x.dtype, device=x.device)

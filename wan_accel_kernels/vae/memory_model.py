@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .chunked_decode import CausalFrameDecoder
-from .live_bytes import LiveTensorBytes
+from ..memory_probe import LiveTensorBytes
 
 
 @dataclass(frozen=True)
