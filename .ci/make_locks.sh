@@ -4,7 +4,8 @@
 #
 #   .ci/make_locks.sh [--out DIR] [--keep DIR] [TARGET...]
 #
-#   unit           -> unit.txt           CPU torch 2.13.0 (/opt/wheels), requirements.txt, requirements-test.txt
+#   unit           -> unit.txt           CPU torch 2.13.0 (/opt/wheels), requirements.txt, requirements-test.txt,
+#                                        requirements-ray.txt (the Ray tier runs in the unit tier's .venv)
 #   device-parity  -> device-parity.txt  a lent GPU's torch 2.11.0 and Triton 3.6.0, and the GPU suite's wheels
 #   score          -> score.txt          torch 2.14.1 + torchvision 0.29.1, the score extra, VBench 0.1.5 (no deps)
 #   HOST_DIR       -> host-VERSION.txt   what tests/host/setup_host_env.sh resolves for that ComfyUI tree
@@ -42,7 +43,8 @@ lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
     local target=$1 name venv inputs=() version t0 how
     t0=$(date +%s)
     case $target in
-        unit) name=unit; how=unit; inputs=("$REPO/requirements.txt" "$REPO/requirements-test.txt") ;;
+        unit) name=unit; how=unit
+            inputs=("$REPO/requirements.txt" "$REPO/requirements-test.txt" "$REPO/requirements-ray.txt") ;;
         device-parity) name=device-parity; how=device-parity ;;
         score) name=score; how=score
             inputs=("$REPO/requirements.txt" "$REPO/requirements-test.txt" "$REPO/requirements-score.txt") ;;
@@ -62,7 +64,8 @@ lock_one() {  # TARGET: resolve it in a fresh venv and write its lock
         unit)
             "$PYTHON" -m venv "$venv"
             quiet_pip "$venv/bin/python" install --quiet torch==2.13.0
-            quiet_pip "$venv/bin/python" install --quiet -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" ;;
+            quiet_pip "$venv/bin/python" install --quiet -r "$REPO/requirements.txt" -r "$REPO/requirements-test.txt" \
+                -r "$REPO/requirements-ray.txt" ;;
         device-parity)
             # numpy<2.4: Triton 3.6's interpreter calls int() on one-element arrays (triton/runtime/interpreter.py,
             # tensor __index__), which NumPy 2.4 refuses; a GPU compiles its kernels and never runs that code.

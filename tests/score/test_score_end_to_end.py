@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.score_weights import write_random_weights
+from benchmarks.lib.score_weights import write_random_weights
 from tests.support.comfy_server import ComfyServer
 from tests.support.tiny_models import write_random_image
-from wan_accel.bench import speed_score
+from wan_accel.batch.samples import speed_score
 from wan_accel.graph_fill import load_api_workflow
 from wan_accel.workflow_catalog import WORKFLOWS
 
