@@ -29,6 +29,7 @@ from .errors import UsageError, WanAccelError, mask_secrets, node_label
 from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
 from .launcher import LocalComfyUI
 from .score_cli import add_commands, add_score_options, bench_scorer
+from .split_run import add_split_options, run_split_command
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
@@ -128,8 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     overrides = dataclasses.replace(overrides_from(args), prompt=args.prompt, seed=seed,
                                     filename_prefix=f"wan_accel/{Path(args.image).stem}")
+    if args.split_at is not None or len(args.server or []) > 1:
+        return run_split_command(args, name, template, overrides, ProgressPrinter(), started)
     launcher = _comfyui_launcher(args)
-    client = ComfyClient(args.server or DEFAULT_SERVER) if launcher is None else None  # checks the address first
+    client = ComfyClient(args.server[0] if args.server else DEFAULT_SERVER) if launcher is None else None
     out_dir = prepare_out_dir(Path(args.out))   # before the generation: a bad folder found after it loses the wait
     if client is not None:
         return _run_job(client, name, template, overrides, out_dir, args, started)
@@ -226,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="one image + prompt through a workflow; downloads the video")
-    run.add_argument("--server", help=f"address of a running ComfyUI (default {DEFAULT_SERVER})")
+    run.add_argument("--server", action="append", metavar="URL",
+                     help=f"address of a running ComfyUI (default {DEFAULT_SERVER}); twice with --split-at")
     run.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder to start for this job instead of --server: "
                                                       "headless on a free 127.0.0.1 port, --cpu without a GPU, "
                                                       "stopped after the job")
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--comfyui-base", metavar="DIR",
                      help="writable folder for the started ComfyUI's models/, input/, output/, custom_nodes/ "
                           "(its --base-directory; default: the --comfyui folder itself)")
+    add_split_options(run)
     _add_common(run)
     run.add_argument("--image", required=True, help="start image (uploaded to the server)")
     run.add_argument("--prompt", required=True, help="what happens in the video")
