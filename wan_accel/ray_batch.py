@@ -28,7 +28,6 @@ from .bench_servers import server_name
 from .client_files import save
 from .errors import UsageError
 from .graph_fill import Overrides
-from .launcher import LOOPBACK
 from .ray_worker import BenchWorker, SampleReply, WorkerInfo
 from .server_history import successes_per_sample
 
@@ -65,11 +64,11 @@ class RayWorker:
 
 
 def connect(address: str, workers: int | None) -> bool:
-    """``ray.init`` on ``local`` (a new Ray on this machine, loopback, no dashboard), ``auto`` (the cluster this
+    """``ray.init`` on ``local`` (a new Ray on this machine, no dashboard), ``auto`` (the cluster this
     node joined with ``ray start``) or a cluster address; True when this call started the Ray it uses."""
     if address == "local":
         cpus = max(os.cpu_count() or 1, workers or 1)
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False,
                  log_to_driver=False, logging_level="WARNING")
         return True
     try:

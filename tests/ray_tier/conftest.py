@@ -1,4 +1,4 @@
-"""Ray test tier: ``wan-accel bench --ray`` on a Ray started on loopback by this session, with real ComfyUI hosts.
+"""Ray test tier: ``wan-accel bench --ray`` on a Ray started on this machine by this session, with real ComfyUI hosts.
 
 Needs ``ray`` in the test Python (the ``ray`` extra), ``COMFYUI_PATH`` (0.33.0 at least) and ``COMFYUI_PYTHON``
 (the host's interpreter, which writes the tiny model files): without them every test here is skipped, with the
@@ -6,7 +6,7 @@ reason. Fixtures (session-scoped):
 
 * ``ray_models`` -> (base folder, CLI flags): a ``--comfyui-base`` with our pack linked in and the tiny Wan 2.1
   files of ``tests/support/tiny_cli_models``;
-* ``ray_address`` -> the address of a Ray this session starts (loopback, 2 CPUs, no dashboard) for the CLI's
+* ``ray_address`` -> the address of a Ray this session starts (2 CPUs, no dashboard) for the CLI's
   ``--ray ADDRESS``; its workers (and their servers) compute on one thread each.
 """
 from __future__ import annotations
@@ -54,14 +54,14 @@ def ray_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
 
 @pytest.fixture(scope="session")
 def ray_address() -> str:
-    """A Ray on this machine, owned by this session: loopback, 2 CPUs, no dashboard; shut down at the end."""
+    """A Ray on this machine, owned by this session: 2 CPUs, no dashboard; shut down at the end."""
     import ray
 
     saved = {name: os.environ.get(name) for name in ONE_THREAD}
     os.environ.update(ONE_THREAD)   # the raylet's workers, and the servers they start, inherit it
     try:
         context = ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-                           _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="WARNING")
+                           log_to_driver=False, logging_level="WARNING")
     finally:
         for name, value in saved.items():
             if value is None:
