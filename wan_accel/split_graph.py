@@ -20,6 +20,7 @@ LAST_STEP = 10000   # KSamplerAdvanced's end_at_step default: to the end of the 
 EXPORT = "WanAccelExportLatent"
 IMPORT = "WanAccelImportLatent"
 SHARED_INPUTS = ("cfg", "sampler_name", "scheduler", "positive", "negative")
+MULTISTEP_MIN_TWO = ("uni_pc", "uni_pc_bh2")   # the host's UniPC takes order min(3, steps - 1) per segment
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,15 @@ def _chained(graph: Mapping[str, Any], split_at: int) -> tuple[dict[str, Any], s
 
 
 def _check_split(graph: Mapping[str, Any], first: str, split_at: int) -> int:
-    steps = int(graph[first]["inputs"]["steps"])
+    inputs = graph[first]["inputs"]
+    steps = int(inputs["steps"])
     if not 1 <= split_at < steps:
         raise UsageError(f"--split-at {split_at}: give a step from 1 to {steps - 1} (the workflow runs {steps} "
                          f"steps; stage A runs steps 0..K-1, stage B K..{steps - 1})")
+    if inputs.get("sampler_name") in MULTISTEP_MIN_TWO and min(split_at, steps - split_at) < 2:
+        raise UsageError(f"--split-at {split_at}: {inputs['sampler_name']} needs 2 or more steps in each stage (the "
+                         f"host runs a 1-step {inputs['sampler_name']} segment at order 0, which ignores the model); "
+                         + (f"give a step from 2 to {steps - 2}" if steps >= 4 else "run 4 or more steps (--steps 4)"))
     return steps
 
 

@@ -79,6 +79,15 @@ def test_a_split_outside_the_schedule_is_refused(split_at):
         split_graph(WINNER, split_at, "fp32")
 
 
+@pytest.mark.parametrize("steps, split_at, fix", [(8, 1, "give a step from 2 to 6"), (8, 7, "from 2 to 6"),
+                                                   (3, 1, r"run 4 or more steps \(--steps 4\)")])
+def test_uni_pc_is_refused_a_one_step_stage(steps, split_at, fix):
+    with pytest.raises(UsageError, match=f"uni_pc needs 2 or more steps in each stage .* ignores the model.*{fix}"):
+        split_graph(fill(WINNER, Overrides(steps=steps)), split_at, "fp32")
+    euler = fill(WINNER, Overrides(steps=steps, settings={"11.sampler_name": "euler"}))
+    assert split_graph(euler, split_at, "fp32").split_at == split_at
+
+
 def test_workflows_the_split_does_not_cover_are_refused_with_the_alternative():
     with pytest.raises(UsageError, match="samples with WanAccelExpertSampler .* --workflow wan22_reference"):
         split_graph(load_api_workflow(WORKFLOWS["wan22_4step"].api_path), 2, "fp32")
