@@ -83,7 +83,8 @@ def measure(split: int) -> list[dict]:
         flat = latent.reshape(-1, block_values)
         back = dequantize(quantize(flat, qtype), qtype, flat.shape).reshape(LATENT_SHAPE)
         wire = latent.numel() // block_values * block_bytes
-        rows.append(_row(f"GGUF {qtype.name} (scale only)", wire, back, latent, fp32_bytes, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        rows.append(_row(f"GGUF {qtype.name} (scale only)", wire, back, latent, fp32_bytes, seconds))
     return rows
 
 
