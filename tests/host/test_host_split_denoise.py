@@ -6,7 +6,8 @@ Host A is the session's host, host B a second ``ComfyServer`` with the same mode
 * the reference: the shipped KSampler equals the host's KSamplerAdvanced over [0, n) bit for bit; a split run
   restarts the sampler at K (uni_pc is multistep), so the unsplit reference of a split is the host's own two
   chained KSamplerAdvanced on one server (:func:`wan_accel.split_graph.one_server_graph`, the shape of the host's
-  Wan 2.2 template); its distance to the one-KSampler run is printed;
+  Wan 2.2 template); its distance to the one-KSampler run is printed (single-step euler: only rounding, ~2e-7,
+  from the host dividing the handed-over latent by 1 - sigma_K and multiplying it back);
 * with fp32 transfer the two-host run equals that reference bit for bit: final latent, frames, decoded video;
 * bf16 and int8 stay within stated bounds, printed beside the Q6_K-vs-float error of the same tiny DiT, with the
   bytes each format puts on the wire;
