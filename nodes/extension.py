@@ -8,6 +8,7 @@ from .cfg_schedule import CFGSchedule, CFGScheduleGuider
 from .expert_sampler import WanExpertSampler
 from .gguf_loader import LoadWanDiTGGUF
 from .image_encoder_cache import CLIPVisionEncodeCached, WanImageToVideoCached
+from .latent_transfer import ExportLatent, ImportLatent
 from .postprocess import TextureColourEnhance
 from .prompt_cache_encode import EncodePromptCached
 from .stats import register_routes
@@ -25,7 +26,7 @@ class WanAccelExtension(ComfyExtension):
         return [LoadWanDiTGGUF, TextureColourEnhance, PatchAttention,
                 WanTeaCache, WanMagCache, WanStepCacheCalibrate, CFGSchedule, CFGScheduleGuider,
                 LoadVAEPrecision, VAEDecodeBounded, CLIPVisionEncodeCached, WanImageToVideoCached,
-                LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler]
+                LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler, ExportLatent, ImportLatent]
 
 
 def register_with_host() -> None:

@@ -2,6 +2,7 @@
 
     wan-accel run --workflow winner --image in.png --prompt "..." [--comfyui DIR | --server URL] [--seed N] [--out DIR]
     wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
+    wan-accel bench --workflow winner --pairs DIR_OR_CSV --ray [local|auto|ADDRESS] --comfyui DIR [--ray-workers N]
     wan-accel doctor [--server URL] [--comfyui DIR]
     wan-accel score --videos DIR_OR_RESULTS_JSON [--images DIR] [--metrics LIST] [--out scores.json]
     wan-accel compare A B [--out DIR]
@@ -28,7 +29,9 @@ from .doctor import run_doctor
 from .errors import UsageError, WanAccelError, mask_secrets, node_label
 from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
 from .launcher import LocalComfyUI
+from .ray_cli import add_ray_options, check_ray_options, cmd_ray_bench
 from .score_cli import add_commands, add_score_options, bench_scorer
+from .split_run import add_split_options, run_split_command
 from .workflow_catalog import WORKFLOWS, find_workflow
 
 BAR_WIDTH = 24
@@ -128,8 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     overrides = dataclasses.replace(overrides_from(args), prompt=args.prompt, seed=seed,
                                     filename_prefix=f"wan_accel/{Path(args.image).stem}")
+    if args.split_at is not None or len(args.server or []) > 1:
+        return run_split_command(args, name, template, overrides, ProgressPrinter(), started)
     launcher = _comfyui_launcher(args)
-    client = ComfyClient(args.server or DEFAULT_SERVER) if launcher is None else None  # checks the address first
+    client = ComfyClient(args.server[0] if args.server else DEFAULT_SERVER) if launcher is None else None
     out_dir = prepare_out_dir(Path(args.out))   # before the generation: a bad folder found after it loses the wait
     if client is not None:
         return _run_job(client, name, template, overrides, out_dir, args, started)
@@ -171,18 +176,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     samples = [dataclasses.replace(s, seed=args.seed if s.seed is None else s.seed) for s in load_pairs(args.pairs)]
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: must be 0 or more")
+    check_ray_options(args)
     urls = server_urls(args.server, args.servers) or [DEFAULT_SERVER]
     out_dir = prepare_out_dir(Path(args.out))   # before any sample: a bad folder found after one loses the wait
     videos = prepare_out_dir(out_dir / "videos", "--out")
     config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
-    servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
-    print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
-          f"{out_dir}", flush=True)
-    display = BatchDisplay([s.name for s in servers])
     metrics = [METRICS[metric]() for metric in args.metric]
     scorer = bench_scorer(args, out_dir)   # before any sample: a missing weight file is found at once
     if scorer is not None:
         metrics.append(scorer)
+    if args.ray is not None:
+        return cmd_ray_bench(args, name, template, base, samples, out_dir, videos, config, metrics)
+    servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
+    print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
+          f"{out_dir}", flush=True)
+    display = BatchDisplay([s.name for s in servers])
     try:
         summary = run_bench(samples, servers, out_dir / "results.json", config, metrics, display,
                             retries=args.retries)
@@ -226,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="one image + prompt through a workflow; downloads the video")
-    run.add_argument("--server", help=f"address of a running ComfyUI (default {DEFAULT_SERVER})")
+    run.add_argument("--server", action="append", metavar="URL",
+                     help=f"address of a running ComfyUI (default {DEFAULT_SERVER}); twice with --split-at")
     run.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder to start for this job instead of --server: "
                                                       "headless on a free 127.0.0.1 port, --cpu without a GPU, "
                                                       "stopped after the job")
@@ -235,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--comfyui-base", metavar="DIR",
                      help="writable folder for the started ComfyUI's models/, input/, output/, custom_nodes/ "
                           "(its --base-directory; default: the --comfyui folder itself)")
+    add_split_options(run)
     _add_common(run)
     run.add_argument("--image", required=True, help="start image (uploaded to the server)")
     run.add_argument("--prompt", required=True, help="what happens in the video")
@@ -266,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score each sample like the challenge as it finishes (the score extra): indices in "
                             "results.json, curves in scores.json; the summary gives the final score")
     add_score_options(bench, prefix="score-")
+    add_ray_options(bench)
     bench.set_defaults(handler=cmd_bench)
 
     doctor = commands.add_parser("doctor", help="torch/CUDA/GPU, fp8, triton, sageattention, server, model files")

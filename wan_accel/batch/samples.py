@@ -71,6 +71,8 @@ class SampleResult:
     finished: str
     metrics: dict[str, float] = field(default_factory=dict)
     server: str | None = None      # the server that ran it (absent in files written before several servers)
+    node: str | None = None        # bench --ray: the Ray node and worker that ran it
+    worker: str | None = None
 
     @classmethod
     def failure(cls, sample: Sample, error: str, server: str | None) -> "SampleResult":

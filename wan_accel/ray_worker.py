@@ -1,0 +1,143 @@
+"""One Ray worker of ``wan-accel bench --ray``: an actor that owns one ComfyUI server on its node and runs samples.
+
+The actor starts the server in its constructor (``wan_accel.launcher``: free loopback port, only the GPU Ray gave
+it through ``CUDA_VISIBLE_DEVICES``, ``--cpu`` without one, its own input/output/temp/user folders), so a Ray
+restart of the actor is a fresh server. A server that stops answering during a sample makes the actor exit: Ray
+restarts it (``max_restarts``) and retries the sample (``max_task_retries``). Outputs travel back as bytes, so the
+driver writes every file and the one ``results.json``. Imported only by :mod:`wan_accel.ray_batch` (needs Ray).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import ray
+
+from .bench import Sample
+from .bench_dispatch import FAULTS, UNUSABLE
+from .bench_servers import ComfyBenchServer
+from .client import ProgressEvent
+from .errors import MalformedReply, WanAccelError
+from .graph_fill import Overrides
+from .launcher import LocalComfyUI
+from .server_history import PromptRun, prompt_runs, read_history
+
+WORKER_FOLDERS = ("input", "output", "temp", "user")
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where a worker runs: its node, its process, its server, the GPUs Ray gave it, its server's start-up time."""
+
+    node: str
+    pid: int
+    server_url: str
+    server_pid: int
+    gpus: tuple[str, ...]
+    startup_seconds: float
+
+
+@dataclass
+class SampleReply:
+    """What one sample gave on a worker: ``status`` ok / failed (recorded as failed) / left_out (the worker cannot
+    run this workflow; the sample goes back unless ``recorded``) / interrupted (Ctrl-C: the sample goes back)."""
+
+    status: str
+    worker: WorkerInfo
+    started: float                  # wall clock (time.time) when the worker took the sample
+    ended: float
+    seconds: float = 0.0
+    queue_seconds: float = 0.0
+    host_seconds: float | None = None
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    error: str | None = None
+    recorded: bool = False
+
+
+@ray.remote(concurrency_groups={"control": 1})
+class BenchWorker:
+    """The actor: its server, one sample at a time (default group), progress and interrupt beside it ("control")."""
+
+    def __init__(self, comfyui_dir: str, python: str | None, base_dir: str | None, template: Mapping[str, Any],
+                 base: Overrides, timeout: float, start_timeout: float):
+        gpus = tuple(str(g) for g in ray.get_gpu_ids())
+        self.scratch = Path(tempfile.mkdtemp(prefix="wan-accel-ray-worker-"))
+        folders = []
+        for name in WORKER_FOLDERS:   # two workers sharing one --comfyui-base never share these
+            (self.scratch / name).mkdir()
+            folders += [f"--{name}-directory", str(self.scratch / name)]
+        self.comfyui = LocalComfyUI(Path(comfyui_dir), python, cpu=not gpus,
+                                    base_dir=Path(base_dir) if base_dir else None, extra_args=folders,
+                                    start_timeout=start_timeout).start()
+        self.server = ComfyBenchServer(self.comfyui.url, template, base, self.scratch / "downloads", timeout,
+                                       overwrite=True)
+        self.info = WorkerInfo(ray.util.get_node_ip_address(), os.getpid(), self.comfyui.url,
+                               self.comfyui.process.pid, gpus, round(self.comfyui.startup_seconds, 3))
+        self.latest: tuple[str, ProgressEvent] | None = None
+        self.stopping = threading.Event()
+
+    def ready(self) -> tuple[WorkerInfo, str | None]:
+        """The start-up check ``bench`` does (reachable, node types, model files): its error as text, or None.
+        Text, not the exception: the driver needs no unpickling of our error types."""
+        try:
+            self.server.check()
+        except WanAccelError as exc:
+            return self.info, str(exc)
+        return self.info, None
+
+    def generate(self, sample: Sample) -> SampleReply:
+        """Runs one sample; its files come back as bytes. A server that stopped answering ends this process."""
+        started = time.time()
+        downloads = self.scratch / "downloads" / sample.id
+        self.server.out_dir = downloads
+        try:
+            outcome = self.server.generate(sample, lambda event: setattr(self, "latest", (sample.id, event)))
+        except FAULTS:
+            if self.stopping.is_set():
+                return SampleReply("interrupted", self.info, started, time.time())
+            self._exit_for_restart()
+        except UNUSABLE as exc:
+            recorded = isinstance(exc, MalformedReply) and not self.stopping.is_set()
+            return SampleReply("left_out", self.info, started, time.time(), error=str(exc), recorded=recorded)
+        except WanAccelError as exc:
+            status = "interrupted" if self.stopping.is_set() else "failed"
+            return SampleReply(status, self.info, started, time.time(), error=str(exc))
+        finally:
+            self.latest = None
+        files = [(path.name, path.read_bytes()) for path in outcome.outputs]
+        shutil.rmtree(downloads, ignore_errors=True)
+        return SampleReply("ok", self.info, started, time.time(), outcome.seconds, outcome.queue_seconds,
+                           outcome.host_seconds, files)
+
+    @ray.method(concurrency_group="control")
+    def progress(self) -> tuple[str, ProgressEvent] | None:
+        """The sample in flight and the latest event its server reported (None when idle)."""
+        return self.latest
+
+    @ray.method(concurrency_group="control")
+    def interrupt(self) -> None:
+        """Stops the prompt in flight and any this worker would queue next (Ctrl-C on the driver)."""
+        self.stopping.set()
+        self.server.interrupt()
+
+    @ray.method(concurrency_group="control")
+    def history(self) -> list[PromptRun]:
+        """The prompts this worker's server ran, from its ``/history``."""
+        return prompt_runs(read_history(self.comfyui.url))
+
+    def stop(self) -> None:
+        """Stops the server and deletes the worker's folders (the end of the batch)."""
+        self.comfyui.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _exit_for_restart(self) -> None:
+        """Ends this actor's process, so Ray starts a fresh one (and server) and retries the sample there."""
+        self.comfyui.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        os._exit(1)
