@@ -1,6 +1,6 @@
 """Ray workers against the thread-per-server queue on the same servers: start-up seconds and idle gap per worker.
 
-    python benchmarks/ray_vs_queue.py --workers 2 --comfyui DIR --comfyui-python PY --comfyui-base DIR \\
+    python -m benchmarks.ray_vs_queue --workers 2 --comfyui DIR --comfyui-python PY --comfyui-base DIR \\
         --pairs pairs.csv [any other `wan-accel bench` option: --width 32 --steps 2 --dit FILE ...]
 
 Both engines start the same number of ComfyUI servers from ``--comfyui`` (CPU-only servers on a machine without
@@ -19,17 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from wan_accel.bench import load_pairs  # noqa: E402
-from wan_accel.bench_dispatch import run_bench  # noqa: E402
-from wan_accel.bench_servers import ComfyBenchServer  # noqa: E402
-from wan_accel.cli import build_parser, overrides_from  # noqa: E402
-from wan_accel.graph_fill import load_api_workflow  # noqa: E402
-from wan_accel.launcher import START_TIMEOUT, LocalComfyUI  # noqa: E402
-from wan_accel.server_history import idle_gaps, prompt_runs, read_history  # noqa: E402
-from wan_accel.workflow_catalog import find_workflow  # noqa: E402
+from wan_accel.batch.dispatch import run_bench
+from wan_accel.batch.samples import load_pairs
+from wan_accel.batch.server_history import idle_gaps, prompt_runs, read_history
+from wan_accel.batch.servers import ComfyBenchServer
+from wan_accel.cli import build_parser, overrides_from
+from wan_accel.graph_fill import load_api_workflow
+from wan_accel.launcher import START_TIMEOUT, LocalComfyUI
+from wan_accel.workflow_catalog import find_workflow
 
 FOLDERS = ("input", "output", "temp", "user")
 
@@ -95,7 +93,7 @@ def ray_engine(args, workers: int, template, base, samples, out: Path) -> tuple[
     """Ray local: (start-up seconds, its slowest server's own start-up, idle gaps per worker's server)."""
     import ray
 
-    from wan_accel import ray_batch
+    from wan_accel.batch import ray_batch
 
     started = time.monotonic()
     ray_batch.connect("local", workers)

@@ -9,7 +9,7 @@ the winner's schedule (8 steps, shift 8, ``simple``), and round-trips it through
 asserted). For scale, the same tensor stored as GGUF Q8_0 and Q6_K (the winner's DiT weight format) is measured
 too. CPU only; about a minute on 2 cores (the Q6_K quantiser is most of it).
 
-    python benchmarks/split_transfer.py [--splits 2 4 6] [--json out.json]
+    python -m benchmarks.split_transfer [--splits 2 4 6] [--json out.json]
 
 The error of the final latent and of the decoded video (which includes the rest of the denoising) is measured on
 the tiny hosts by ``tests/host/test_host_split_denoise.py``.
@@ -26,11 +26,9 @@ from pathlib import Path
 import torch
 from gguf import GGMLQuantizationType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from wan_accel_kernels.gguf import dequantize  # noqa: E402
-from wan_accel_kernels.gguf.quantize import quantize  # noqa: E402
-from wan_accel_kernels.latent_payload import FORMATS, RunKey, decode_payload, encode_payload  # noqa: E402
+from wan_accel_kernels.gguf import dequantize
+from wan_accel_kernels.gguf.quantize import quantize
+from wan_accel_kernels.latent_payload import FORMATS, RunKey, decode_payload, encode_payload
 
 LATENT_SHAPE = (1, 16, 21, 60, 104)   # Wan 2.1 VAE latent of 832x480, 81 frames
 STEPS, SHIFT, SEED = 8, 8.0, 42

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .bench import QualityMetric, Sample
-from .bench_progress import BatchDisplay
+from .batch.samples import QualityMetric, Sample
+from .batch.progress import BatchDisplay
 from .errors import UsageError
 from .graph_fill import Overrides
 from .launcher import START_TIMEOUT
@@ -62,7 +62,7 @@ def cmd_ray_bench(args: argparse.Namespace, name: str, template: Mapping[str, An
     try:
         import ray
 
-        from . import ray_batch
+        from .batch import ray_batch
     except ImportError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "ray":
             raise UsageError(RAY_MISSING) from None

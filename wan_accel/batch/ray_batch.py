@@ -1,7 +1,7 @@
 """A bench over Ray workers (``wan-accel bench --ray``): connect to Ray, start one worker actor per GPU (or
 ``--ray-workers N`` without GPUs), feed them the samples, write every result on this driver.
 
-Each worker (:mod:`wan_accel.ray_worker`) owns a ComfyUI server on its node. The driver keeps one sample in flight
+Each worker (:mod:`wan_accel.batch.ray_worker`) owns a ComfyUI server on its node. The driver keeps one sample in flight
 per worker; outputs come back through Ray and are saved here with the one ``results.json`` (same format and resume
 as ``bench``, plus the node and worker of each sample). A worker whose server dies exits, Ray restarts it and retries
 the sample (``max_restarts`` / ``max_task_retries`` = ``--retries``); a sample whose worker is gone for good goes to
@@ -20,16 +20,16 @@ from typing import Any, Mapping, Sequence
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from .bench import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
-from .bench_dispatch import Display, NoServerLeft
-from .bench_queue import SampleQueue, Task
-from .bench_results import BenchSummary, ResultsWriter, summarise
-from .bench_servers import server_name
-from .client_files import save
-from .errors import UsageError
-from .graph_fill import Overrides
+from ..client_files import save
+from ..errors import UsageError
+from ..graph_fill import Overrides
+from .dispatch import Display, NoServerLeft
+from .queue import SampleQueue, Task
 from .ray_worker import BenchWorker, SampleReply, WorkerInfo
+from .results import BenchSummary, ResultsWriter, summarise
+from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
 from .server_history import successes_per_sample
+from .servers import server_name
 
 POLL_SECONDS = 0.5        # how often the driver asks busy workers for their progress
 JOIN_SECONDS = 30.0       # after Ctrl-C, how long interrupted prompts get to end

@@ -1,6 +1,6 @@
 """What a ComfyUI server's ``/history`` says it ran for a bench: one entry per prompt, with its sample and times.
 
-A bench names its outputs ``wan_accel/bench/<sample id>`` (``bench_servers``), which ComfyUI saves as
+A bench names its outputs ``wan_accel/bench/<sample id>`` (:mod:`wan_accel.batch.servers`), which ComfyUI saves as
 ``<sample id>_00001_.<ext>``; the history's ``execution_start`` / ``execution_success`` stamps are the server's own
 milliseconds. ``wan-accel bench --ray`` checks with it that no sample ran twice; ``benchmarks/ray_vs_queue.py``
 measures the idle gap between a server's prompts with it.
@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .client_ws import status_messages
+from ..client_ws import status_messages
 
 OUTPUT_NAME = re.compile(r"^(?P<sample>.+)_\d{5}_\.[A-Za-z0-9]+$")
 

@@ -4,7 +4,7 @@ The actor starts the server in its constructor (``wan_accel.launcher``: free loo
 it through ``CUDA_VISIBLE_DEVICES``, ``--cpu`` without one, its own input/output/temp/user folders), so a Ray
 restart of the actor is a fresh server. A server that stops answering during a sample makes the actor exit: Ray
 restarts it (``max_restarts``) and retries the sample (``max_task_retries``). Outputs travel back as bytes, so the
-driver writes every file and the one ``results.json``. Imported only by :mod:`wan_accel.ray_batch` (needs Ray).
+driver writes every file and the one ``results.json``. Imported only by :mod:`wan_accel.batch.ray_batch` (needs Ray).
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from typing import Any, Mapping
 
 import ray
 
-from .bench import Sample
-from .bench_dispatch import FAULTS, UNUSABLE
-from .bench_servers import ComfyBenchServer
-from .client import ProgressEvent
-from .errors import MalformedReply, WanAccelError
-from .graph_fill import Overrides
-from .launcher import LocalComfyUI
+from ..client import ProgressEvent
+from ..errors import MalformedReply, WanAccelError
+from ..graph_fill import Overrides
+from ..launcher import LocalComfyUI
+from .dispatch import FAULTS, UNUSABLE
+from .samples import Sample
 from .server_history import PromptRun, prompt_runs, read_history
+from .servers import ComfyBenchServer
 
 WORKER_FOLDERS = ("input", "output", "temp", "user")
 
