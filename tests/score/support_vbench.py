@@ -1,13 +1,17 @@
-"""Lossless synthetic videos and a fixture under which nothing can reach the network, for the subject, background
-and imaging tests (their random-weight files: ``benchmarks/lib/score_weights.py``)."""
+"""Lossless synthetic videos, a fixture under which nothing can reach the network, and a metric's random-weight folder
+and missing-file check, for the subject, background and imaging tests (their random-weight files:
+``benchmarks/lib/score_weights.py``)."""
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 import torch
+
+from wan_accel.quality.weights import MissingWeights, WeightSpec
 
 
 @pytest.fixture
@@ -25,6 +29,32 @@ def offline(monkeypatch, tmp_path):
         folder.mkdir(parents=True)
         monkeypatch.setenv(name, str(folder))
     return tmp_path / "empty"
+
+
+class RandomWeights(NamedTuple):
+    """A folder holding one metric's random-weight file, what its writer returned, and the metric loaded from it."""
+
+    folder: Path
+    written: object
+    metric: object
+
+
+def random_weights(tmp_path_factory, file: str, write: Callable, load: Callable) -> RandomWeights:
+    """``write(folder / file, seed=0)`` into a fresh folder, then ``load("cpu", folder)``."""
+    folder = tmp_path_factory.mktemp(Path(file).stem)
+    written = write(folder / file, seed=0)
+    return RandomWeights(folder, written, load("cpu", folder))
+
+
+def assert_missing_weights(load: Callable, spec: WeightSpec, folder: Path, needs: str, default_folder: str):
+    """``load`` from an empty ``folder``, and with no folder given, is :class:`MissingWeights` whose message holds
+    ``needs`` and names the file's source and where to put it (``default_folder``: a regex)."""
+    with pytest.raises(MissingWeights) as given:
+        load("cpu", folder)
+    message = str(given.value)
+    assert needs in message and spec.source in message and f"into {folder}" in message
+    with pytest.raises(MissingWeights, match=rf"into .*{default_folder} \(or pass --weights DIR"):
+        load("cpu", None)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 16) -> Path:

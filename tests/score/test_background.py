@@ -4,14 +4,15 @@ and known constructions order as the formula says."""
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from benchmarks.lib.score_weights import write_dreamsim_cache
-from tests.score.support_vbench import noise_frames, offline, smooth_frames, write_image, write_video  # noqa: F401
+from tests.score.support_similarity import (  # noqa: F401 (tests shared with the other I2V similarity metric)
+    assert_agrees_with_vbench, test_a_static_video_equal_to_its_image_scores_one,
+    test_ordered_frames_beat_the_same_frames_interleaved_and_noise_scores_below_a_static_video)
+from tests.score.support_vbench import offline  # noqa: F401
 from wan_accel.quality import background
-from wan_accel.quality.video_io import Video, load_video
 from wan_accel.quality.weights import MissingWeights
 
 
@@ -27,8 +28,10 @@ def metric(cache):
     return background.load("cpu", cache)
 
 
-def _video(frames: np.ndarray, image: np.ndarray) -> Video:
-    return Video(Path("synthetic.mp4"), frames, 16.0, image)
+@pytest.fixture
+def unchanged_side() -> int:
+    """DreamSim's input size (224): such an image reaches the network unresized, as image and as frames."""
+    return background.SIZE
 
 
 def test_weights_list_every_file_dreamsim_reads(cache):
@@ -68,32 +71,4 @@ def test_loads_offline_through_dreamsim_and_leaves_the_hub_folder_alone(offline,
 def test_agrees_with_vbench_i2v_background(tmp_path, metric):
     from vbench2_beta_i2v.i2v_background import i2v_background
 
-    frames = smooth_frames(4, 64, 96, seed=1)
-    image_path = write_image(tmp_path / "image.png", smooth_frames(1, 96, 144, seed=2)[0])
-    video_path = write_video(tmp_path / "video.mp4", frames)
-    video = load_video(video_path, image_path)
-    assert np.array_equal(video.frames, frames)
-
-    ours = metric.measure(video)
-    _, results = i2v_background(metric.model, [(str(image_path), str(video_path))], "cpu")
-    assert ours.value == pytest.approx(results[0]["video_results"], abs=1e-6)
-    assert (len(ours.curves["to_image"]), len(ours.curves["consecutive"])) == (4, 3)
-
-
-def test_a_static_video_equal_to_its_image_scores_one(metric):
-    # 224x224: neither the tensor nor the PIL resize changes it, so image and frames reach DreamSim identical.
-    image = smooth_frames(1, 224, 224, seed=3)[0]
-    value = metric.measure(_video(np.stack([image] * 3), image))
-    assert value.value == pytest.approx(1.0, abs=1e-6)
-
-
-def test_ordered_frames_beat_the_same_frames_interleaved_and_noise_scores_below_a_static_video(metric):
-    image, other = smooth_frames(1, 64, 96, seed=4)[0], smooth_frames(1, 64, 96, seed=5)[0]
-    ordered = metric.measure(_video(np.stack([image, image, other, other]), image))
-    interleaved = metric.measure(_video(np.stack([image, other, image, other]), image))
-    similarity = interleaved.curves["consecutive"][0]
-    assert similarity < 1.0 - 1e-4
-    assert ordered.value - interleaved.value == pytest.approx(0.2 * (1.0 - similarity), abs=1e-6)
-    # Against a random network only the static video's 1.0 is a provable upper bound for noise (not `ordered`).
-    noise = metric.measure(_video(noise_frames(3, 64, 96, seed=6), image))
-    assert max(noise.curves["consecutive"]) < 1.0 - 1e-4 and noise.value < 1.0 - 1e-4
+    assert_agrees_with_vbench(metric, i2v_background, tmp_path, count=4)

@@ -5,41 +5,31 @@ import pytest
 import torch
 
 from benchmarks.lib.score_weights import write_musiq_checkpoint
-from tests.score.support_vbench import offline, smooth_frames, write_video  # noqa: F401
+from tests.score.support_vbench import (  # noqa: F401 (offline: a fixture)
+    assert_missing_weights, offline, random_weights, smooth_frames, write_video)
 from wan_accel.quality import imaging
-from wan_accel.quality.subject import frames_to_tensor
+from wan_accel.quality.features import frames_to_tensor
 from wan_accel.quality.video_io import load_video
-from wan_accel.quality.weights import MissingWeights
 
 FILE = "musiq_spaq_ckpt-358bb6af.pth"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("musiq")
-    return folder, write_musiq_checkpoint(folder / FILE, seed=0)
-
-
-@pytest.fixture(scope="module")
-def metric(weights):
-    return imaging.load("cpu", weights[0])
+def musiq(tmp_path_factory):
+    return random_weights(tmp_path_factory, FILE, write_musiq_checkpoint, imaging.load)
 
 
 def test_a_missing_file_is_missing_weights(offline, tmp_path):
-    with pytest.raises(MissingWeights) as given:
-        imaging.load("cpu", tmp_path)
-    message = str(given.value)
-    assert f"metric imaging needs {FILE} (109 MB, licence: non-commercial: pyiqa is PolyForm-Noncommercial" in message
-    assert imaging.WEIGHTS[0].source in message and f"into {tmp_path}" in message
-    with pytest.raises(MissingWeights, match=r"into .*/HOME/\.cache/torch/hub/pyiqa \(or pass --weights DIR"):
-        imaging.load("cpu", None)
+    assert_missing_weights(imaging.load, imaging.WEIGHTS[0], tmp_path,
+                           needs=f"metric imaging needs {FILE} (109 MB, licence: non-commercial: pyiqa is "
+                                 f"PolyForm-Noncommercial",
+                           default_folder=r"/HOME/\.cache/torch/hub/pyiqa")
 
 
-def test_loads_the_file_offline_through_pyiqa(offline, weights):
-    folder, state = weights
-    loaded = imaging.load("cpu", folder).model.state_dict()
-    assert loaded.keys() == state.keys()
-    assert all(torch.equal(loaded[key], state[key]) for key in state)
+def test_loads_the_file_offline_through_pyiqa(offline, musiq):
+    loaded = imaging.load("cpu", musiq.folder).model.state_dict()
+    assert loaded.keys() == musiq.written.keys()
+    assert all(torch.equal(loaded[key], musiq.written[key]) for key in musiq.written)
 
 
 @pytest.mark.parametrize("height, width, resized", [(480, 832, (295, 512)), (64, 96, (64, 96)), (600, 40, (512, 34))])
@@ -53,7 +43,7 @@ def test_frames_are_prepared_as_vbenchs_longer_mode(height, width, resized):
 
 
 @pytest.mark.parametrize("height, width", [(64, 96), (40, 600)])
-def test_agrees_with_vbench_technical_quality(tmp_path, metric, height, width):
+def test_agrees_with_vbench_technical_quality(tmp_path, musiq, height, width):
     from vbench.imaging_quality import technical_quality
 
     frames = smooth_frames(2, height, width, seed=2)
@@ -61,8 +51,8 @@ def test_agrees_with_vbench_technical_quality(tmp_path, metric, height, width):
     video = load_video(video_path)
     assert np.array_equal(video.frames, frames)
 
-    ours = metric.measure(video)
-    theirs, results = technical_quality(metric.model, [str(video_path)], "cpu")
+    ours = musiq.metric.measure(video)
+    theirs, results = technical_quality(musiq.metric.model, [str(video_path)], "cpu")
     assert ours.value == pytest.approx(theirs, abs=1e-6)
     assert ours.value == pytest.approx(np.mean(ours.curves["frame"]) / 100.0, abs=1e-12)
     assert len(ours.curves["frame"]) == 2

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metric import MetricValue
-from .subject import embed_frames, embed_image, require_image, similarity_value
-from .video_io import Video
+from .features import ImageSimilarityMetric
 from .weights import WeightSpec, locate
 
 #: DreamSim's default ``cache_dir`` (relative to the working directory, as VBench's ``dreamsim(pretrained=True)``).
@@ -61,22 +59,16 @@ def dreamsim_image(image: np.ndarray):
     return TF.to_tensor(pil).unsqueeze(0)
 
 
-class BackgroundMetric:
+class BackgroundMetric(ImageSimilarityMetric):
     """DreamSim on ``device``; :meth:`measure` gives VBench's I2V background score of one video."""
 
     name = "background"
-    needs_image = True
+    image_transform = staticmethod(dreamsim_image)
+    frames_transform = staticmethod(dreamsim_frames)
 
-    def __init__(self, model, device: str):
-        self.model = model
-        self.device = device
-
-    def measure(self, video: Video) -> MetricValue:
-        """0.4·max similarity to the image + 0.3·mean + 0.3·min similarity of consecutive frames."""
-        image = dreamsim_image(require_image(video, self.name)).to(self.device)
-        image_feature = embed_image(self.model.embed, image)
-        frame_features = embed_frames(self.model.embed, video.frames, dreamsim_frames, self.device)
-        return similarity_value(image_feature, frame_features)
+    def embed(self, batch):
+        """DreamSim's ensemble embedding (its ``embed``, not its image-pair distance ``forward``)."""
+        return self.model.embed(batch)
 
 
 def load(device: str, weights_dir: Path | None) -> BackgroundMetric:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from . import formulas
+from .features import NetworkMetric, frames_to_tensor
 from .metric import MetricValue
-from .subject import frames_to_tensor
 from .video_io import Video
 from .weights import WeightSpec, locate
 
@@ -41,15 +41,11 @@ def longer_side_frames(frames):
     return frames / 255.0
 
 
-class ImagingMetric:
+class ImagingMetric(NetworkMetric):
     """MUSIQ on ``device``; :meth:`measure` gives VBench's imaging quality of one video and its per-frame scores."""
 
     name = "imaging"
     needs_image = False
-
-    def __init__(self, model, device: str):
-        self.model = model
-        self.device = device
 
     def frame_scores(self, frames: np.ndarray) -> list[float]:
         """MUSIQ's score (0..100) of each frame, one frame per forward pass as VBench runs it."""
