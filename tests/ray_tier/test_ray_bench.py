@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.comfy_server import REPO_ROOT, ComfyServer
+from tests.support.processes import pid_alive
 from tests.support.tiny_models import write_random_image
 
 from .conftest import ONE_THREAD
@@ -81,14 +82,6 @@ def run_cli(args: list[str]) -> tuple[int, str]:
 
 def results_of(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text(encoding="utf-8"))["samples"]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def assert_each_sample_once(transcript: str, out: Path, count: int) -> dict[str, list[str]]:

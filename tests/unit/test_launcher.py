@@ -7,13 +7,13 @@ serves ``/system_stats`` (a CPU device) on the given port, exits with an error, 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import pid_alive
 from wan_accel import cli
 from wan_accel.errors import UsageError
 from wan_accel.launcher import LocalComfyUI, ServerStartFailed, free_port, has_cuda
@@ -69,14 +69,6 @@ def started(folder: Path) -> dict:
     return json.loads((folder / "started.json").read_text())
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_free_port_is_bindable_on_loopback():
     import socket
 
@@ -109,7 +101,7 @@ def test_starts_answers_on_its_port_and_stops_on_exit(tmp_path):
         assert seen["argv"] == ["--listen", "127.0.0.1", "--port", str(server.port), "--disable-auto-launch", "--cpu"]
         assert Path(seen["cwd"]) == comfy.resolve()
         log = server.log_path
-    assert gone(seen["pid"]) and not log.exists()   # stopped, and its log removed after a clean run
+    assert not pid_alive(seen["pid"]) and not log.exists()   # stopped, and its log removed after a clean run
     assert notes[0].startswith(f"starting ComfyUI from {comfy.resolve()} on http://127.0.0.1:")
     assert "(CPU only: no GPU)" in notes[0] and notes[-1].startswith("ComfyUI answered after ")
 
@@ -154,7 +146,7 @@ def test_a_server_that_never_answers_is_stopped_after_the_timeout(tmp_path):
     launcher = LocalComfyUI(comfy, python=sys.executable, cpu=True, start_timeout=1.5)
     with pytest.raises(ServerStartFailed, match=r"did not answer on http://127.0.0.1:\d+ within 2 s"):
         launcher.start()
-    assert gone(started(comfy)["pid"]) and launcher.process is None
+    assert not pid_alive(started(comfy)["pid"]) and launcher.process is None
 
 
 def test_ctrl_c_inside_stops_the_server_and_drops_its_log(tmp_path):
@@ -163,7 +155,7 @@ def test_ctrl_c_inside_stops_the_server_and_drops_its_log(tmp_path):
         with LocalComfyUI(comfy, python=sys.executable, cpu=True) as server:
             log = server.log_path
             raise KeyboardInterrupt
-    assert gone(started(comfy)["pid"]) and not log.exists()
+    assert not pid_alive(started(comfy)["pid"]) and not log.exists()
 
 
 def run_args(comfy: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -182,7 +174,7 @@ def test_run_with_comfyui_stops_the_server_after_an_error_and_shows_the_log_tail
     # the fake lists only a CPU: the winner's fp16 VAE is flagged, with the --set that fixes it, before the job
     assert "warning: #9 Load Wan VAE (fp16): precision=fp16 on a CPU-only server" in err
     assert "-> use --set 9.precision=fp32" in err
-    assert gone(started(comfy)["pid"])
+    assert not pid_alive(started(comfy)["pid"])
 
 
 def test_run_refuses_comfyui_with_server_and_a_missing_image_before_starting(tmp_path, capsys):
