@@ -2,5 +2,5 @@
 
 Optional: ``pip install wan-accel[score]``. Nothing here is imported by the ComfyUI nodes, so scoring never competes
 with generation for the server's VRAM. :mod:`.formulas` holds the pure arithmetic, one module per metric holds its
-network, :mod:`.weights` where each network's file comes from.
+network, :mod:`.features` the steps those networks share, :mod:`.weights` where each network's file comes from.
 """
