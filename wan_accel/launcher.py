@@ -66,6 +66,17 @@ def _die_with_parent() -> None:  # runs in the child before exec, Linux only
         pass
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float = STOP_TIMEOUT) -> None:
+    """Terminates ``process`` if it still runs, and kills it if it has not exited ``timeout`` s later."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 class LocalComfyUI:
     """One ComfyUI process on 127.0.0.1 that this object starts and stops (by its own PID).
 
@@ -174,13 +185,7 @@ class LocalComfyUI:
     def stop(self, keep_log: bool = False) -> None:
         """Terminates the server (kills it after ``STOP_TIMEOUT`` s); deletes its log unless ``keep_log``."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT)
+        stop_process(process)
         if not keep_log and self.log_path is not None:
             shutil.rmtree(self.log_path.parent, ignore_errors=True)
             self.log_path = None

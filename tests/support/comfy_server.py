@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
+from wan_accel.launcher import stop_process
+
 __all__ = ["ComfyServer", "ComfyServerError", "PromptRejected", "ExecutionFailed",
            "REPO_ROOT", "PACK_DIR_NAME", "read_latent"]
 
@@ -127,6 +129,8 @@ class ComfyServer:
         self.python = python or os.environ.get("COMFYUI_PYTHON") or sys.executable
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="comfy_base_")).resolve()
+        self.models_dir, self.input_dir, self.output_dir, self.temp_dir = (
+            self.base_dir / name for name in ("models", "input", "output", "temp"))
         self.pack_root = Path(pack_root).resolve()
         self.pack_dir_name = pack_dir_name
         self.extra_args = list(extra_args)
@@ -139,22 +143,6 @@ class ComfyServer:
         self._prepare_base_dir()
 
     # ------------------------------------------------------------------ directories
-    @property
-    def models_dir(self) -> Path:
-        return self.base_dir / "models"
-
-    @property
-    def input_dir(self) -> Path:
-        return self.base_dir / "input"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base_dir / "output"
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.base_dir / "temp"
-
     def _prepare_base_dir(self) -> None:
         for d in ("custom_nodes", "models", "input", "output", "temp", "user"):
             (self.base_dir / d).mkdir(parents=True, exist_ok=True)
@@ -248,14 +236,7 @@ class ComfyServer:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Terminate the host process we started (by its PID), kill it if it does not exit."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
+        stop_process(self.proc, timeout)
         self._close_log()
 
     def cleanup(self) -> None:
