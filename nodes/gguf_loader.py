@@ -38,8 +38,7 @@ class LoadWanDiTGGUF(io.ComfyNode):
                         "without such tensor cores falls back to 16 bits and says why; fp8 on CPU "
                         "is an emulation.",
             inputs=[
-                io.Combo.Input("unet_name", options=UNET_FILE.options(),
-                               tooltip="GGUF file, e.g. wan2.1-i2v-14b-480p-Q6_K.gguf"),
+                UNET_FILE.combo_input("GGUF file, e.g. wan2.1-i2v-14b-480p-Q6_K.gguf"),
                 io.Combo.Input("compute_dtype", options=["auto", *COMPUTE_DTYPES], default="auto",
                                tooltip="dtype the weights are dequantised to and the DiT computes in; "
                                        "auto follows the host's choice for the device"),

@@ -126,8 +126,7 @@ class CLIPVisionEncodeCached(io.ComfyNode):
                         "disk keyed by the image's pixels, the crop and the model file. A re-run with the same "
                         "image reads it back bit-exact without loading the model.",
             inputs=[
-                io.Combo.Input("clip_name", options=CLIP_VISION_FILE.options(),
-                               tooltip="CLIP-vision file in models/clip_vision, e.g. clip_vision_h.safetensors"),
+                CLIP_VISION_FILE.combo_input("CLIP-vision file in models/clip_vision, e.g. clip_vision_h.safetensors"),
                 io.Image.Input("image"),
                 io.Combo.Input("crop", options=["center", "none"], default="center"),
             ],

@@ -22,16 +22,6 @@ DEFAULT_PREFIX = "wan_accel/split/latent"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
-def _run_inputs() -> list[io.Input]:
-    """The inputs that tie a payload to its run, shared by both nodes (the client sets them from the samplers)."""
-    return [
-        io.Int.Input("seed", default=0, min=0, max=MAX_SEED, tooltip="The samplers' noise seed."),
-        io.Int.Input("steps", default=8, min=1, max=10000, tooltip="Total steps of the schedule, both stages."),
-        io.Int.Input("split_step", default=4, min=1, max=10000,
-                     tooltip="First step of stage B (stage A ran steps 0..split_step-1)."),
-    ]
-
-
 def payload_path(name: str) -> Path:
     """The file a payload name (relative to the input folder, as an upload returns it) points to; a ``ValueError``
     when it leaves the input folder."""
@@ -41,6 +31,16 @@ def payload_path(name: str) -> Path:
         raise ValueError(f"Import Latent (nodes/latent_transfer.py): payload {name!r} is outside the input folder; "
                          f"give the name the upload returned, e.g. wan_accel/latent_00001_{PAYLOAD_SUFFIX}")
     return path
+
+
+def _run_inputs() -> list[io.Input]:
+    """The inputs that tie a payload to its run, shared by both nodes (the client sets them from the samplers)."""
+    return [
+        io.Int.Input("seed", default=0, min=0, max=MAX_SEED, tooltip="The samplers' noise seed."),
+        io.Int.Input("steps", default=8, min=1, max=10000, tooltip="Total steps of the schedule, both stages."),
+        io.Int.Input("split_step", default=4, min=1, max=10000,
+                     tooltip="First step of stage B (stage A ran steps 0..split_step-1)."),
+    ]
 
 
 class ExportLatent(io.ComfyNode):

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import folder_paths
+from comfy_api.latest import io
 
 MAX_SHOWN = 120  # characters of a rejected name quoted in the error
 
@@ -35,6 +36,10 @@ class ModelFileInput:
     def options(self) -> list[str]:
         """The names the dropdown offers (and the only ones accepted)."""
         return list_model_files(self.folder, self.extensions)
+
+    def combo_input(self, tooltip: str) -> io.Combo.Input:
+        """The node's dropdown input: named ``input_name``, offering :meth:`options`."""
+        return io.Combo.Input(self.input_name, options=self.options(), tooltip=tooltip)
 
     def problem(self, name: object) -> str | None:
         """Why ``name`` is refused, or None when it is one of :meth:`options`."""

@@ -140,8 +140,7 @@ class EncodePromptCached(io.ComfyNode):
                         "hit the encoder is not loaded at all; on a miss it is loaded as by 'Load Text Encoder "
                         "(fp8)' and kept for the next miss. Oldest entries are evicted beyond the size limit.",
             inputs=[
-                io.Combo.Input("clip_name", options=TEXT_ENCODER_FILE.options(),
-                               tooltip="umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
+                TEXT_ENCODER_FILE.combo_input("umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
                 io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="the prompt"),
                 io.Combo.Input("device", options=list(DEVICES), default="gpu",
                                tooltip="where the encoder runs on a miss"),

@@ -190,8 +190,7 @@ class LoadTextEncoderFP8(io.ComfyNode):
                         "16-bit. Returns a normal CLIP for CLIPTextEncode. Falls back to 16-bit storage where "
                         "torch or the device has no float8.",
             inputs=[
-                io.Combo.Input("clip_name", options=TEXT_ENCODER_FILE.options(),
-                               tooltip="umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
+                TEXT_ENCODER_FILE.combo_input("umt5-xxl file, e.g. umt5_xxl_fp16.safetensors"),
                 io.Combo.Input("device", options=list(DEVICES), default="gpu",
                                tooltip="gpu: encode on the GPU, offloaded by the host when the DiT needs the "
                                        "memory; cpu: load and encode on the CPU (slower, no VRAM)"),

@@ -53,8 +53,7 @@ class LoadVAEPrecision(io.ComfyNode):
                         "rest work unchanged; decode with 'VAE Decode (bounded memory)' to get the fp32 redo "
                         "when fp16 overflows.",
             inputs=[
-                io.Combo.Input("vae_name", options=VAE_FILE.options(),
-                               tooltip="VAE file, e.g. wan_2.1_vae.safetensors"),
+                VAE_FILE.combo_input("VAE file, e.g. wan_2.1_vae.safetensors"),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="dtype of the VAE's weights and computation; auto follows the host "
                                        "(start-up flags, else what the device supports)"),
