@@ -28,7 +28,7 @@ def payload_path(name: str) -> Path:
     root = Path(folder_paths.get_input_directory()).resolve()
     path = (root / name).resolve()
     if os.path.commonpath((root, path)) != str(root):
-        raise ValueError(f"Import Latent (nodes/latent_transfer.py): payload {name!r} is outside the input folder; "
+        raise ValueError(f"Import Latent: payload {name!r} is outside the input folder; "
                          f"give the name the upload returned, e.g. wan_accel/latent_00001_{PAYLOAD_SUFFIX}")
     return path
 
@@ -73,12 +73,12 @@ class ExportLatent(io.ComfyNode):
     def execute(cls, samples, transfer: str, seed: int, steps: int, split_step: int,
                 filename_prefix: str) -> io.NodeOutput:
         if samples.get("noise_mask") is not None:
-            raise ValueError("Export Latent (nodes/latent_transfer.py): the latent has a noise mask (inpainting), "
+            raise ValueError("Export Latent: the latent has a noise mask (inpainting), "
                              "which a split run does not carry; run this workflow on one server")
         try:
             payload = encode_payload(samples["samples"], transfer, seed, steps, split_step)
         except PayloadError as exc:
-            raise ValueError(f"Export Latent (nodes/latent_transfer.py): {exc}") from None
+            raise ValueError(f"Export Latent: {exc}") from None
         output_dir = folder_paths.get_output_directory()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
         file_name = f"{name}_{counter:05}_{PAYLOAD_SUFFIX}"
@@ -123,7 +123,7 @@ class ImportLatent(io.ComfyNode):
         except ValueError as exc:
             return str(exc)
         if not path.is_file():
-            return (f"Import Latent (nodes/latent_transfer.py): payload {payload!r} is not in the input folder; "
+            return (f"Import Latent: payload {payload!r} is not in the input folder; "
                     f"upload the file stage A's Export Latent wrote")
         return True
 
@@ -141,5 +141,5 @@ class ImportLatent(io.ComfyNode):
         try:
             latent = decode_payload(payload_path(payload).read_bytes(), expected, source=f"payload {payload}")
         except PayloadError as exc:
-            raise ValueError(f"Import Latent (nodes/latent_transfer.py): {exc}") from None
+            raise ValueError(f"Import Latent: {exc}") from None
         return io.NodeOutput({"samples": latent})
