@@ -3,6 +3,7 @@
     wan-accel run --workflow winner --image in.png --prompt "..." [--comfyui DIR | --server URL] [--seed N] [--out DIR]
     wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
     wan-accel bench --workflow winner --pairs DIR_OR_CSV --ray [local|auto|ADDRESS] --comfyui DIR [--ray-workers N]
+    wan-accel bench ... --split-at K --server A --server B  (or --ray ...): every sample split, A then B
     wan-accel doctor [--server URL] [--comfyui DIR]
     wan-accel score --videos DIR_OR_RESULTS_JSON [--images DIR] [--metrics LIST] [--out scores.json]
     wan-accel compare A B [--out DIR]
@@ -22,6 +23,7 @@ from .batch.dispatch import run_bench
 from .batch.progress import BatchDisplay
 from .batch.samples import METRICS, load_pairs
 from .batch.servers import ComfyBenchServer, server_urls
+from .batch.split_batch import SplitBenchServer, sample_graphs, split_pairs
 from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
 from .client_files import prepare_out_dir
 from .device_fit import cpu_only, cpu_warnings
@@ -181,13 +183,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out_dir = prepare_out_dir(Path(args.out))   # before any sample: a bad folder found after one loses the wait
     videos = prepare_out_dir(out_dir / "videos", "--out")
     config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
+    if args.split_at is not None:   # a split batch's results are not an unsplit one's: resume never mixes them
+        sample_graphs(template, base, None, args.split_at, args.transfer)   # a bad --split-at, before any server
+        config.update(split_at=args.split_at, transfer=args.transfer)
     metrics = [METRICS[metric]() for metric in args.metric]
     scorer = bench_scorer(args, out_dir)   # before any sample: a missing weight file is found at once
     if scorer is not None:
         metrics.append(scorer)
     if args.ray is not None:
         return cmd_ray_bench(args, name, template, base, samples, out_dir, videos, config, metrics)
-    servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
+    if args.split_at is None:
+        servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
+    else:
+        servers = [SplitBenchServer(pair, template, base, videos, args.timeout, args.split_at, args.transfer,
+                                    args.overwrite) for pair in split_pairs(urls)]
     print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
           f"{out_dir}", flush=True)
     display = BatchDisplay([s.name for s in servers])
@@ -276,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score each sample like the challenge as it finishes (the score extra): indices in "
                             "results.json, curves in scores.json; the summary gives the final score")
     add_score_options(bench, prefix="score-")
+    add_split_options(bench)
     add_ray_options(bench)
     bench.set_defaults(handler=cmd_bench)
 

@@ -62,7 +62,7 @@ def cmd_ray_bench(args: argparse.Namespace, name: str, template: Mapping[str, An
     try:
         import ray
 
-        from .batch import ray_batch
+        from .batch import ray_batch, ray_split
     except ImportError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "ray":
             raise UsageError(RAY_MISSING) from None
@@ -71,6 +71,9 @@ def cmd_ray_bench(args: argparse.Namespace, name: str, template: Mapping[str, An
     own = ray_batch.connect(args.ray, args.ray_workers)
     try:
         count, gpus = ray_batch.plan(args.ray_workers)
+        if args.split_at is not None and count < 2:
+            raise UsageError(f"--split-at with --ray needs 2 or more workers (stage A and stage B); the plan has "
+                             f"{count}: give --ray-workers 2 or more, or a cluster with 2 or more GPUs")
         print(f"wan-accel bench: {name} on {count} Ray worker(s) ({'one GPU each' if gpus else 'CPU only'}), "
               f"{len(samples)} sample(s), results in {out_dir}", flush=True)
         spec = ray_batch.WorkerSpec(str(Path(args.comfyui).resolve()), args.comfyui_python,
@@ -81,8 +84,14 @@ def cmd_ray_bench(args: argparse.Namespace, name: str, template: Mapping[str, An
         try:
             ray_batch.wait_ready(workers, display)
             display.message(f"Ray start-up: {time.monotonic() - started:.1f} s to {count} ready worker(s)")
-            summary = ray_batch.run_ray_bench(samples, workers, out_dir / "results.json", videos, config, metrics,
-                                              display, args.retries, args.overwrite)
+            if args.split_at is None:
+                summary = ray_batch.run_ray_bench(samples, workers, out_dir / "results.json", videos, config,
+                                                  metrics, display, args.retries, args.overwrite)
+            else:
+                first_b = ray_split.stage_counts(count)[0]
+                summary = ray_split.run_ray_split(samples, workers[:first_b], workers[first_b:],
+                                                  out_dir / "results.json", videos, config, metrics, display,
+                                                  args.retries, args.split_at, args.transfer, args.overwrite)
         except KeyboardInterrupt:
             print(f"interrupted: the prompt in flight on every worker was interrupted; finished samples are saved "
                   f"in {out_dir / 'results.json'}; run the same command to resume", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .client import ComfyClient, Execution, ProgressEvent
-from .client_files import prepare_out_dir
+from .client_files import OutputFile, prepare_out_dir
 from .errors import MalformedReply, UsageError, mask_secrets, node_label
 from .graph_fill import Overrides, fill
 from .split_graph import SplitGraphs, split_graph
@@ -46,12 +46,30 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
                              "(a quarter, a scale per 64 values), int8-channel (a scale per channel) (default fp32)")
 
 
-def _payload_file(execution: Execution, graphs: SplitGraphs, where: str):
+def payload_file(execution: Execution, graphs: SplitGraphs, where: str) -> OutputFile:
+    """The one latent payload stage A's Export Latent saved, as ``execution`` lists it."""
     files = [item for item in execution.files if item.node_id == graphs.export_id]
     if len(files) != 1:
         raise MalformedReply(where, f"stage A's Export Latent (node #{graphs.export_id}) reported {len(files)} "
                                     f"files, not one payload")
     return files[0]
+
+
+def run_stage_a(client: ComfyClient, graphs: SplitGraphs, image: Path, progress: Callable[[ProgressEvent], None],
+                timeout: float) -> Execution:
+    """Stage A on ``client``'s server: steps [0, K) and the Export Latent (see :func:`payload_file`)."""
+    stage_a = fill(graphs.stage_a, Overrides(image=client.upload_image(image)))
+    return client.execute(stage_a, progress, timeout)
+
+
+def run_stage_b(client: ComfyClient, graphs: SplitGraphs, image: Path, payload: str, out_dir: Path,
+                progress: Callable[[ProgressEvent], None], timeout: float,
+                overwrite: bool = False) -> tuple[Execution, list[Path]]:
+    """Stage B on ``client``'s server reading the uploaded ``payload``; its outputs downloaded into ``out_dir``."""
+    stage_b = fill(graphs.stage_b, Overrides(image=client.upload_image(image)))
+    stage_b[graphs.import_id]["inputs"]["payload"] = payload
+    executed = client.execute(stage_b, progress, timeout)
+    return executed, [client.download(item, out_dir, overwrite) for item in executed.files]
 
 
 def run_split(clients: tuple[ComfyClient, ComfyClient], template: Mapping[str, Any], overrides: Overrides,
@@ -61,22 +79,18 @@ def run_split(clients: tuple[ComfyClient, ComfyClient], template: Mapping[str, A
     into ``out_dir``."""
     if not image.is_file():
         raise UsageError(f"image {image} does not exist")
-    graph = fill(template, overrides)
-    graphs = split_graph(graph, split_at, transfer)
+    graphs = split_graph(fill(template, overrides), split_at, transfer)
     server_a, server_b = clients
     server_a.check_model_files(graphs.stage_a)
     server_b.check_model_files(graphs.stage_b)
-    stage_a = fill(graphs.stage_a, Overrides(image=server_a.upload_image(image)))
-    stage_b = fill(graphs.stage_b, Overrides(image=server_b.upload_image(image)))
-    executed_a = server_a.execute(stage_a, progress, timeout)
+    executed_a = run_stage_a(server_a, graphs, image, progress, timeout)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wan_accel_split_") as folder:
-        local = server_a.download(_payload_file(executed_a, graphs, f"the history of {server_a.base_url}"), folder)
+        local = server_a.download(payload_file(executed_a, graphs, f"the history of {server_a.base_url}"), folder)
         size = local.stat().st_size
-        stage_b[graphs.import_id]["inputs"]["payload"] = server_b.upload_image(local)
+        payload = server_b.upload_image(local)
     moved = time.monotonic() - started
-    executed_b = server_b.execute(stage_b, progress, timeout)
-    paths = [server_b.download(item, out_dir, overwrite) for item in executed_b.files]
+    executed_b, paths = run_stage_b(server_b, graphs, image, payload, out_dir, progress, timeout, overwrite)
     return SplitRun(graphs, executed_a, executed_b, size, moved, paths)
 
 

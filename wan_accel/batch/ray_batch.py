@@ -147,7 +147,7 @@ def run_ray_bench(samples: Sequence[Sample], workers: Sequence[RayWorker], resul
     if writer.resumed:
         display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
     queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
-    batch = _RayBatch(writer, queue, list(workers), metrics, display, len(samples), videos, overwrite)
+    batch = RayBatch(writer, queue, list(workers), metrics, display, len(samples), videos, overwrite)
     started = time.monotonic()
     try:
         batch.run()
@@ -165,7 +165,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1][:300] if lines else type(exc).__name__
 
 
-class _RayBatch:
+class RayBatch:
     """The driver's loop: one sample in flight per worker, outcomes recorded here, progress polled."""
 
     def __init__(self, writer: ResultsWriter, queue: SampleQueue, workers: list[RayWorker],

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ray
 
@@ -24,11 +24,14 @@ from ..errors import MalformedReply, WanAccelError
 from ..graph_fill import Overrides
 from ..launcher import LocalComfyUI
 from .dispatch import FAULTS, UNUSABLE
-from .samples import Sample
+from .samples import JobOutcome, Sample
 from .server_history import PromptRun, prompt_runs, read_history
 from .servers import ComfyBenchServer
+from .split_batch import sample_graphs, stage_a_outcome, stage_b_outcome
 
 WORKER_FOLDERS = ("input", "output", "temp", "user")
+Job = Callable[[Path, Callable[[ProgressEvent], None]], JobOutcome]
+"""What a worker runs for a sample: given a folder of its own and a progress callback, the sample's outcome."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,38 @@ class BenchWorker:
 
     def generate(self, sample: Sample) -> SampleReply:
         """Runs one sample; its files come back as bytes. A server that stopped answering ends this process."""
+        return self._guarded(sample, lambda folder, progress: self._whole(sample, folder, progress))
+
+    def stage_a(self, sample: Sample, split_at: int, transfer: str) -> SampleReply:
+        """Stage A of a split sample (``bench --split-at``): its one file is the latent payload."""
+        graphs = sample_graphs(self.server.template, self.server.base, sample, split_at, transfer)
+        return self._guarded(sample, lambda folder, progress: stage_a_outcome(
+            self.server.client, graphs, sample.image, folder, progress, self.server.timeout))
+
+    def stage_b(self, sample: Sample, split_at: int, transfer: str, payload: tuple[str, bytes]) -> SampleReply:
+        """Stage B of a split sample from stage A's ``payload`` (name, bytes): decode, post-process, outputs."""
+        graphs = sample_graphs(self.server.template, self.server.base, sample, split_at, transfer)
+
+        def run(folder: Path, progress: Callable[[ProgressEvent], None]) -> JobOutcome:
+            local = folder / "payload" / payload[0]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(payload[1])
+            return stage_b_outcome(self.server.client, graphs, sample.image, local, folder, progress,
+                                   self.server.timeout, overwrite=True)
+        return self._guarded(sample, run)
+
+    def _whole(self, sample: Sample, folder: Path, progress: Callable[[ProgressEvent], None]) -> JobOutcome:
+        self.server.out_dir = folder
+        return self.server.generate(sample, progress)
+
+    def _guarded(self, sample: Sample, job: Job) -> SampleReply:
+        """Runs ``job`` for ``sample`` in a folder of its own; the outcome's files come back as bytes. A server that
+        stopped answering ends this process."""
         started = time.time()
         downloads = self.scratch / "downloads" / sample.id
-        self.server.out_dir = downloads
+        downloads.mkdir(parents=True, exist_ok=True)
         try:
-            outcome = self.server.generate(sample, lambda event: setattr(self, "latest", (sample.id, event)))
+            outcome = job(downloads, lambda event: setattr(self, "latest", (sample.id, event)))
         except FAULTS:
             if self.stopping.is_set():
                 return SampleReply("interrupted", self.info, started, time.time())

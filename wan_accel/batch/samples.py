@@ -73,6 +73,8 @@ class SampleResult:
     server: str | None = None      # the server that ran it (absent in files written before several servers)
     node: str | None = None        # bench --ray: the Ray node and worker that ran it
     worker: str | None = None
+    stage_a: str | None = None     # bench --split-at on Ray: the workers that ran stage A and stage B
+    stage_b: str | None = None
 
     @classmethod
     def failure(cls, sample: Sample, error: str, server: str | None) -> "SampleResult":

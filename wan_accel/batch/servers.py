@@ -41,6 +41,23 @@ def server_name(url: str) -> str:
     return parts.netloc + parts.path
 
 
+def check_graph(client: ComfyClient, graph: Mapping[str, Any]) -> None:
+    """Reachable, every node type of ``graph`` loaded (ours included), every model file it names present."""
+    client.system_stats()
+    info = client.object_info()
+    for node_id, node in sorted(graph.items(), key=lambda item: (len(item[0]), item[0])):
+        if node["class_type"] not in info:
+            raise MissingNodeType(node["class_type"], node_id)
+    client.check_model_files(graph, info)
+
+
+def sample_overrides(base: Overrides, sample: Sample) -> Overrides:
+    """The batch's overrides with one sample's prompt, seed and negative; outputs named after the sample (the
+    name its server's ``/history`` is read back by)."""
+    return dataclasses.replace(base, prompt=sample.prompt, seed=sample.seed, negative=sample.negative or base.negative,
+                               filename_prefix=f"wan_accel/bench/{sample.id}")
+
+
 class ComfyBenchServer:
     """One ComfyUI server running samples of one workflow for the dispatcher."""
 
@@ -54,19 +71,11 @@ class ComfyBenchServer:
 
     def check(self) -> None:
         """Reachable, every node type of the workflow loaded (ours included), every model file present."""
-        self.client.system_stats()
-        info = self.client.object_info()
-        graph = fill(self.template, self.base)
-        for node_id, node in sorted(graph.items(), key=lambda item: (len(item[0]), item[0])):
-            if node["class_type"] not in info:
-                raise MissingNodeType(node["class_type"], node_id)
-        self.client.check_model_files(graph, info)
+        check_graph(self.client, fill(self.template, self.base))
 
     def generate(self, sample: Sample, progress: Callable[[ProgressEvent], None]) -> JobOutcome:
         """Uploads the sample's image, runs the workflow with its prompt and seed, downloads the outputs."""
-        overrides = dataclasses.replace(self.base, prompt=sample.prompt, seed=sample.seed,
-                                        negative=sample.negative or self.base.negative,
-                                        filename_prefix=f"wan_accel/bench/{sample.id}")
+        overrides = sample_overrides(self.base, sample)
         interrupted: set[str] = set()
 
         def relay(event: ProgressEvent) -> None:
