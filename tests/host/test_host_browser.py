@@ -108,7 +108,8 @@ def tiny_winner_workflow(names: dict[str, str], object_info: dict) -> dict:
     start image, 64x64, 5 frames, 4 steps, DiT and VAE in fp32 (fp16 convolutions crawl on a CPU). The loaders'
     download notes are dropped: they name the real files, which the editor would report missing."""
     workflow = copy.deepcopy(json.loads(WINNER.read_text(encoding="utf-8")))
-    values: dict[tuple[str, str], object] = {key: names[role] for key, (role, _) in MODEL_INPUTS.items()}
+    values: dict[tuple[str, str], object] = {key: names[role] for key, (role, _) in MODEL_INPUTS.items()
+                                             if role in names}   # the winner has no LoRA
     values.update({("LoadImage", "image"): names["image"], ("WanImageToVideo", "width"): 64,
                    ("WanImageToVideo", "height"): 64, ("WanImageToVideo", "length"): 5, ("KSampler", "steps"): 4,
                    (LOADER_TYPE, "compute_dtype"): "fp32", ("WanAccelLoadVAE", "precision"): "fp32"})

@@ -107,7 +107,7 @@ def test_errors_name_the_file_folder_node_and_input(wan_pack, tiny_models, start
     assert failed.returncode == 6
     assert "node #2 Load Wan DiT (GGUF Q6_K) failed:" in failed.stderr
 
-    unreachable = wan_accel(*common, "--server", "http://127.0.0.1:9")
+    unreachable = wan_accel("run", "--server", "http://127.0.0.1:9", *common[3:])
     assert unreachable.returncode == 3
     assert "cannot reach ComfyUI at http://127.0.0.1:9 (connection refused)" in unreachable.stderr
 

@@ -22,21 +22,25 @@ DIT_GGUF = "wan_tiny_i2v_Q6_K.gguf"
 
 
 def _write(models_dir: Path, folder: str, writer: Callable[[Path], object], name: str) -> str:
+    """Writes one file unless an earlier module of the session already did (one host serves many modules)."""
     (models_dir / folder).mkdir(parents=True, exist_ok=True)
-    writer(models_dir / folder / name)
+    if not (models_dir / folder / name).is_file():
+        writer(models_dir / folder / name)
     return name
 
 
 def install_cli_models(models_dir: Path, dit_source: Path | None = None) -> list[str]:
-    """Writes the four files under ``models_dir`` and returns the flags that select them (``--dit ... --vae ...``).
-    ``dit_source``: the tiny DiT safetensors to convert (default: a new one beside the GGUF)."""
+    """Writes the four files under ``models_dir`` (those not there yet) and returns the flags that select them
+    (``--dit ... --vae ...``). ``dit_source``: the tiny DiT safetensors to convert (default: a new one beside the
+    GGUF)."""
     from wan_accel.convert import convert
 
     import_host()
     if dit_source is None:
         dit_source = models_dir / "diffusion_models" / "wan_tiny_i2v.safetensors"
         _write(models_dir, "diffusion_models", write_tiny_wan_i2v, dit_source.name)
-    convert(dit_source, models_dir / "diffusion_models" / DIT_GGUF, "Q6_K")
+    if not (models_dir / "diffusion_models" / DIT_GGUF).is_file():
+        convert(dit_source, models_dir / "diffusion_models" / DIT_GGUF, "Q6_K")
     encoder = _write(models_dir, "text_encoders", write_small_umt5, "umt5_small.safetensors")
     vision = _write(models_dir, "clip_vision", write_clip_vision_h_stub, "clip_vision_h_stub.safetensors")
     vae = _write(models_dir, "vae", write_wan21_vae, "wan21_vae_random.safetensors")
