@@ -143,11 +143,24 @@ def run_ray_bench(samples: Sequence[Sample], workers: Sequence[RayWorker], resul
                   config: Mapping[str, Any], metrics: Sequence[QualityMetric], display: Display, retries: int,
                   overwrite: bool = False) -> BenchSummary:
     """Generates every sample not already successful in ``results_path`` on the ready ``workers``."""
+    writer, queue = resume_batch(samples, results_path, config, display, retries)
+    batch = RayBatch(writer, queue, list(workers), metrics, display, len(samples), videos, overwrite)
+    return drive(batch, writer, [w.label for w in workers])
+
+
+def resume_batch(samples: Sequence[Sample], results_path: Path, config: Mapping[str, Any], display: Display,
+                 retries: int) -> tuple[ResultsWriter, SampleQueue]:
+    """The results writer (earlier results loaded, the resume said) and the queue of the samples still to run."""
     writer = ResultsWriter(results_path, config, samples)
     if writer.resumed:
         display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
     queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
-    batch = RayBatch(writer, queue, list(workers), metrics, display, len(samples), videos, overwrite)
+    return writer, queue
+
+
+def drive(batch: "RayBatch", writer: ResultsWriter, labels: Sequence[str]) -> BenchSummary:
+    """Runs ``batch`` (every in-flight prompt interrupted on Ctrl-C or an error), audits the servers' histories and
+    summarises the run, counting samples per worker in ``labels``."""
     started = time.monotonic()
     try:
         batch.run()
@@ -156,8 +169,7 @@ def run_ray_bench(samples: Sequence[Sample], workers: Sequence[RayWorker], resul
         raise
     batch.audit()
     ran = [dataclasses.replace(r, server=r.worker) for r in batch.ran]
-    return summarise(writer.results(), len(writer.resumed), ran, [w.label for w in workers],
-                     time.monotonic() - started)
+    return summarise(writer.results(), len(writer.resumed), ran, list(labels), time.monotonic() - started)
 
 
 def _first_line(exc: BaseException) -> str:

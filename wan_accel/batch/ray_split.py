@@ -10,7 +10,6 @@ result also names the workers that ran stage A and stage B. A sample whose stage
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any, Mapping, Sequence
 from ..client_files import save
 from .dispatch import Display
 from .queue import SampleQueue, Task
-from .ray_batch import RayBatch, RayWorker
+from .ray_batch import RayBatch, RayWorker, drive, resume_batch
 from .ray_worker import SampleReply
-from .results import BenchSummary, ResultsWriter, summarise
+from .results import BenchSummary, ResultsWriter
 from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
 from .split_batch import joined
 
@@ -100,21 +99,9 @@ def run_ray_split(samples: Sequence[Sample], stage_a: Sequence[RayWorker], stage
                   overwrite: bool = False) -> BenchSummary:
     """Generates every sample not already successful in ``results_path``, split at ``split_at``: stage A on the
     ``stage_a`` workers, stage B on the ``stage_b`` workers, pipelined."""
-    writer = ResultsWriter(results_path, config, samples)
-    if writer.resumed:
-        display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
+    writer, queue = resume_batch(samples, results_path, config, display, retries)
     display.message(f"split at step {split_at}, {transfer} transfer: stage A on "
                     f"{', '.join(w.label for w in stage_a)}, stage B on {', '.join(w.label for w in stage_b)}")
-    queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
     batch = RaySplitBatch(writer, queue, list(stage_a), list(stage_b), metrics, display, len(samples), videos,
                           overwrite, split_at, transfer)
-    started = time.monotonic()
-    try:
-        batch.run()
-    except BaseException:
-        batch.interrupt_all()
-        raise
-    batch.audit()
-    ran = [dataclasses.replace(r, server=r.worker) for r in batch.ran]
-    return summarise(writer.results(), len(writer.resumed), ran, [w.label for w in stage_b],
-                     time.monotonic() - started)
+    return drive(batch, writer, [w.label for w in stage_b])
