@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 from ..errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
 #: (upper bound in seconds, score) of the challenge's speed table; over the last bound a sample is invalid.
 SPEED_TABLE = ((60.0, 1.0), (120.0, 0.9), (240.0, 0.8), (360.0, 0.75), (600.0, 0.7))
 
@@ -124,7 +125,7 @@ class FirstFramePSNR:
         import numpy as np
         from PIL import Image
 
-        video = next((p for p in outcome.outputs if p.suffix.lower() in (".mp4", ".webm", ".mkv", ".mov")), None)
+        video = first_video(outcome.outputs)
         if video is None:
             raise ValueError("no video among the outputs")
         with av.open(str(video)) as container:
@@ -186,6 +187,11 @@ def _pairs_from_csv(path: Path) -> list[Sample]:
         samples.append(Sample(row.get("id") or image.stem, image, row["prompt"].strip(),
                               int(seed) if seed else None, row.get("negative") or None))
     return samples
+
+
+def first_video(paths: Sequence[Path]) -> Path | None:
+    """The first video file among a sample's outputs, by suffix."""
+    return next((Path(p) for p in paths if Path(p).suffix.lower() in VIDEO_SUFFIXES), None)
 
 
 def measure_metrics(sample: Sample, outcome: JobOutcome, metrics: Sequence[QualityMetric],

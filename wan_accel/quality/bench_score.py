@@ -5,8 +5,8 @@ batch's ``scores.json`` (what ``wan-accel compare`` reads).
 """
 from __future__ import annotations
 
-from ..batch.samples import JobOutcome, Sample
-from .jobs import VIDEO_SUFFIXES, ScoreJob
+from ..batch.samples import JobOutcome, Sample, first_video
+from .jobs import ScoreJob
 from .scores_file import ScoresFile
 from .scoring import Scorer
 
@@ -26,7 +26,7 @@ class BenchScore:
 
     def measure(self, sample: Sample, outcome: JobOutcome) -> dict[str, float]:
         """Scores the sample's video; records it in ``scores.json`` and returns its indices."""
-        video = next((p for p in outcome.outputs if p.suffix.lower() in VIDEO_SUFFIXES), None)
+        video = first_video(outcome.outputs)
         if video is None:
             raise ValueError("no video among the outputs")
         record = self.scorer.score(ScoreJob(sample.id, video, sample.image, round(outcome.seconds, 3)))

@@ -5,10 +5,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..batch.samples import IMAGE_SUFFIXES
+from ..batch.samples import IMAGE_SUFFIXES, VIDEO_SUFFIXES, first_video
 from ..errors import UsageError
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
 
 
 @dataclass(frozen=True)
@@ -22,15 +21,6 @@ class ScoreJob:
     seconds: float | None
 
 
-def first_video(outputs: list[str], base: Path) -> Path | None:
-    """The first video among a sample's outputs (relative paths are taken from ``base``)."""
-    for output in outputs:
-        path = Path(output)
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            return path if path.is_absolute() else base / path
-    return None
-
-
 def jobs_from_results(path: Path) -> list[ScoreJob]:
     """The successful samples of a bench's ``results.json``: their video, input image and generation time."""
     try:
@@ -42,10 +32,10 @@ def jobs_from_results(path: Path) -> list[ScoreJob]:
     for item in samples:
         if not item.get("ok"):
             continue
-        video = first_video(item.get("outputs", []), path.parent)
+        video = first_video(item.get("outputs", []))
         if video is None:
             raise UsageError(f"{path}: sample {item.get('id')} has no video among its outputs")
-        jobs.append(ScoreJob(str(item["id"]), video, Path(item["image"]) if item.get("image") else None,
+        jobs.append(ScoreJob(str(item["id"]), path.parent / video, Path(item["image"]) if item.get("image") else None,
                              item.get("seconds")))
     if not jobs:
         raise UsageError(f"{path} holds no successful sample to score")
@@ -61,8 +51,7 @@ def jobs_from_folder(videos: Path, images: Path | None, seconds: float | None) -
     for video in files:
         image = None
         if images is not None:
-            image = next((images / (video.stem + s) for s in IMAGE_SUFFIXES if (images / (video.stem + s)).is_file()),
-                         None)
+            image = next((path for s in IMAGE_SUFFIXES if (path := images / (video.stem + s)).is_file()), None)
         jobs.append(ScoreJob(video.stem, video, image, seconds))
     return jobs
 
