@@ -35,6 +35,7 @@ def assert_agrees_with_vbench(metric: ImageSimilarityMetric, vbench_metric: Call
 
     ours = metric.measure(video)
     _, results = vbench_metric(metric.model, [(str(image_path), str(video_path))], "cpu")
+    print(f"\n[agreement] {metric.name} vs VBench: |difference| {abs(ours.value - results[0]['video_results']):.1e}")
     assert ours.value == pytest.approx(results[0]["video_results"], abs=1e-6)
     assert (len(ours.curves["to_image"]), len(ours.curves["consecutive"])) == (count, count - 1)
 

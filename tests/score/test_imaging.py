@@ -53,6 +53,7 @@ def test_agrees_with_vbench_technical_quality(tmp_path, musiq, height, width):
 
     ours = musiq.metric.measure(video)
     theirs, results = technical_quality(musiq.metric.model, [str(video_path)], "cpu")
+    print(f"\n[agreement] imaging vs VBench: |difference| {abs(ours.value - theirs):.1e}")
     assert ours.value == pytest.approx(theirs, abs=1e-6)
     assert ours.value == pytest.approx(np.mean(ours.curves["frame"]) / 100.0, abs=1e-12)
     assert len(ours.curves["frame"]) == 2

@@ -75,6 +75,7 @@ def test_agrees_with_vbench_motion_score_on_the_same_weights_and_frames(amt_dir,
     expected = vbench.motion_score(str(folder))
     ours = smoothness.load("cpu", amt_dir).measure(Video(folder, frames, 16.0))
     assert expected < 0.99                       # random weights interpolate badly: the agreement is not trivial
+    print(f"\n[agreement] smoothness vs VBench: |difference| {abs(ours.value - expected):.1e}")
     assert ours.value == pytest.approx(expected, abs=1e-6)
 
 
