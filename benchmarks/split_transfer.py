@@ -1,13 +1,15 @@
-"""Bytes on the wire and error of each latent transfer format of a split run, at the Wan 2.1 480p latent.
+"""Bytes on the wire and error of each transfer format of a split run, at the Wan 2.1 480p latent.
 
-A split run (``wan-accel run --split-at K``) carries the latent stage A's KSamplerAdvanced returns with leftover noise
-at step K: for Wan's flow model that is ``x_K / (1 - sigma_K)`` with ``x_K = (1 - sigma_K) x0 + sigma_K noise``
-(the host's ``CONST.inverse_noise_scaling``). This script builds that tensor at 832x480x81 (latent 16x21x60x104)
-from a smooth stand-in ``x0`` (channel scales of a Wan latent) and seeded noise, at the sigma of each split step of
-the winner's schedule (8 steps, shift 8, ``simple``), and round-trips it through every payload format of
+A split of one KSampler (``wan-accel run --split-at K``) carries a history: the K denoised predictions stage A's
+uni_pc made (one per step), which stage B replays. A split of the host's two-expert KSamplerAdvanced pair carries
+the latent the first sampler returns with leftover noise: for Wan's flow model ``x_K / (1 - sigma_K)`` with
+``x_K = (1 - sigma_K) x0 + sigma_K noise`` (the host's ``CONST.inverse_noise_scaling``). This script builds both at
+832x480x81 (latent 16x21x60x104) from a smooth stand-in ``x0`` (channel scales of a Wan latent), seeded noise, and
+for the predictions ``x0`` plus a deviation that shrinks with sigma (a stand-in, not a DiT's output), at each split
+step of the winner's schedule (8 steps, shift 8, ``simple``), and round-trips them through every payload format of
 ``wan_accel_kernels/latent_payload.py``. The fp32 payload is the baseline measured in the same run (bit-exact,
-asserted). For scale, the same tensor stored as GGUF Q8_0 and Q6_K (the winner's DiT weight format) is measured
-too. CPU only; about a minute on 2 cores (the Q6_K quantiser is most of it).
+asserted). For scale, the leftover latent stored as GGUF Q8_0 and Q6_K (the winner's DiT weight format) is measured
+too. CPU only; a few minutes on 2 cores (the Q6_K quantiser and the larger histories are most of it).
 
     python -m benchmarks.split_transfer [--splits 2 4 6] [--json out.json]
 
@@ -28,7 +30,8 @@ from gguf import GGMLQuantizationType
 
 from wan_accel_kernels.gguf import dequantize
 from wan_accel_kernels.gguf.quantize import quantize
-from wan_accel_kernels.latent_payload import FORMATS, RunKey, decode_payload, encode_payload
+from wan_accel_kernels.latent_payload import FORMATS, RunKey, decode_history, decode_payload, encode_history, \
+    encode_payload
 
 LATENT_SHAPE = (1, 16, 21, 60, 104)   # Wan 2.1 VAE latent of 832x480, 81 frames
 STEPS, SHIFT, SEED = 8, 8.0, 42
@@ -41,14 +44,25 @@ def split_sigma(step: int, steps: int = STEPS, shift: float = SHIFT) -> float:
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-def leftover_latent(sigma: float, seed: int = SEED) -> torch.Tensor:
-    """What stage A hands over at ``sigma``: ``((1 - sigma) x0 + sigma noise) / (1 - sigma)``."""
+def stand_in_x0(seed: int = SEED) -> torch.Tensor:
+    """A smooth latent with channels of different scales, standing in for a clean Wan latent."""
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.randn(1, 16, 6, 8, 14, generator=generator)
     x0 = torch.nn.functional.interpolate(coarse, size=LATENT_SHAPE[2:], mode="trilinear", align_corners=False)
-    x0 = x0 * torch.linspace(0.4, 1.6, 16).reshape(1, 16, 1, 1, 1)   # channels of different scales
-    noise = torch.randn(LATENT_SHAPE, generator=generator)
-    return ((1.0 - sigma) * x0 + sigma * noise) / (1.0 - sigma)
+    return x0 * torch.linspace(0.4, 1.6, 16).reshape(1, 16, 1, 1, 1)
+
+
+def leftover_latent(sigma: float, seed: int = SEED) -> torch.Tensor:
+    """What Export Latent hands over at ``sigma``: ``((1 - sigma) x0 + sigma noise) / (1 - sigma)``."""
+    noise = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(seed + 1))
+    return ((1.0 - sigma) * stand_in_x0(seed) + sigma * noise) / (1.0 - sigma)
+
+
+def predictions(split: int, seed: int = SEED) -> tuple[list[torch.Tensor], list[float]]:
+    """The history a Split Sampler (stage A) hands over: one prediction of ``x0`` per step before ``split``."""
+    x0, sigmas = stand_in_x0(seed), [split_sigma(step) for step in range(split)]
+    generator = torch.Generator().manual_seed(seed + 2)
+    return [x0 + 0.3 * sigma * torch.randn(LATENT_SHAPE, generator=generator) for sigma in sigmas], sigmas
 
 
 def _row(name: str, wire_bytes: int, back: torch.Tensor, latent: torch.Tensor, fp32_bytes: int,
@@ -62,27 +76,41 @@ def _row(name: str, wire_bytes: int, back: torch.Tensor, latent: torch.Tensor, f
             "seconds": seconds}
 
 
-def measure(split: int) -> list[dict]:
-    """Every payload format and, for scale, GGUF Q8_0 / Q6_K of the leftover latent at ``split``."""
-    latent = leftover_latent(split_sigma(split))
-    key = RunKey(LATENT_SHAPE, SEED, STEPS, split)
+def _round_trips(split: int, kind: str, tensors: list[torch.Tensor], sigmas: list[float]) -> list[dict]:
+    """Every payload format of ``tensors`` (a history, or the one leftover latent), fp32 first as the baseline."""
+    key = RunKey(LATENT_SHAPE, SEED, STEPS, split, "uni_pc simple cfg 1" if kind == "history" else "")
+    whole = torch.stack(tensors)
     rows, fp32_bytes = [], None
     for fmt in FORMATS:
         started = time.perf_counter()
-        payload = encode_payload(latent, fmt, SEED, STEPS, split)
-        back = decode_payload(payload, key)
+        if kind == "history":
+            payload = encode_history(tensors, sigmas, fmt, key)
+            back = torch.stack(decode_history(payload, key).outputs)
+        else:
+            payload = encode_payload(tensors[0], fmt, SEED, STEPS, split)
+            back = decode_payload(payload, key)[None]
         seconds = time.perf_counter() - started
         if fmt == "fp32":
             fp32_bytes = len(payload)
-            assert torch.equal(back, latent), "fp32 transfer is not bit-exact"
-        rows.append(_row(f"{fmt} payload", len(payload), back, latent, fp32_bytes, seconds))
+            assert torch.equal(back, whole), "fp32 transfer is not bit-exact"
+        rows.append(_row(f"{kind} {fmt}", len(payload), back, whole, fp32_bytes, seconds))
+    return rows
+
+
+def measure(split: int) -> list[dict]:
+    """Every payload format of the history and of the leftover latent at ``split``, and for scale GGUF Q8_0 / Q6_K
+    of the leftover latent."""
+    history, sigmas = predictions(split)
+    latent = leftover_latent(split_sigma(split))
+    rows = _round_trips(split, "history", history, sigmas) + _round_trips(split, "latent", [latent], [])
+    fp32_bytes = rows[len(FORMATS)]["bytes"]
     for qtype, (block_bytes, block_values) in GGUF_BYTES_PER_BLOCK.items():
         started = time.perf_counter()
         flat = latent.reshape(-1, block_values)
         back = dequantize(quantize(flat, qtype), qtype, flat.shape).reshape(LATENT_SHAPE)
         wire = latent.numel() // block_values * block_bytes
         seconds = time.perf_counter() - started
-        rows.append(_row(f"GGUF {qtype.name} (scale only)", wire, back, latent, fp32_bytes, seconds))
+        rows.append(_row(f"latent as GGUF {qtype.name}", wire, back, latent, fp32_bytes, seconds))
     return rows
 
 
@@ -98,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(split)
         report[str(split)] = {"sigma": sigma, "rows": rows}
         print(f"\nsplit at step {split} of {STEPS} (sigma {sigma:.3f}), latent {list(LATENT_SHAPE)}, "
-              f"{math.prod(LATENT_SHAPE)} values; baseline fp32 payload measured in this run")
+              f"{math.prod(LATENT_SHAPE)} values; history of {split} predictions; baseline: each kind's fp32 "
+              f"payload, measured in this run")
         print(f"{'format':26} {'bytes':>10} {'vs fp32':>8} {'bits/val':>9} {'rel. L2':>10} {'max abs':>9} "
               f"{'PSNR dB':>8} {'enc+dec s':>9}")
         for r in rows:

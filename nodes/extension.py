@@ -11,6 +11,7 @@ from .image_encoder_cache import CLIPVisionEncodeCached, WanImageToVideoCached
 from .latent_transfer import ExportLatent, ImportLatent
 from .postprocess import TextureColourEnhance
 from .prompt_cache_encode import EncodePromptCached
+from .split_sampler import SplitSamplerStageA, SplitSamplerStageB
 from .stats import register_routes
 from .step_cache import WanMagCache, WanTeaCache, register_profile_folder
 from .step_cache_calibrate import WanStepCacheCalibrate
@@ -26,7 +27,8 @@ class WanAccelExtension(ComfyExtension):
         return [LoadWanDiTGGUF, TextureColourEnhance, PatchAttention,
                 WanTeaCache, WanMagCache, WanStepCacheCalibrate, CFGSchedule, CFGScheduleGuider,
                 LoadVAEPrecision, VAEDecodeBounded, CLIPVisionEncodeCached, WanImageToVideoCached,
-                LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler, ExportLatent, ImportLatent]
+                LoadTextEncoderFP8, EncodePromptCached, WanExpertSampler, ExportLatent, ImportLatent,
+                SplitSamplerStageA, SplitSamplerStageB]
 
 
 def register_with_host() -> None:

@@ -22,13 +22,13 @@ DEFAULT_PREFIX = "wan_accel/split/latent"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
-def payload_path(name: str) -> Path:
+def payload_path(name: str, node: str = "Import Latent") -> Path:
     """The file a payload name (relative to the input folder, as an upload returns it) points to; a ``ValueError``
-    when it leaves the input folder."""
+    naming ``node`` when it leaves the input folder."""
     root = Path(folder_paths.get_input_directory()).resolve()
     path = (root / name).resolve()
     if os.path.commonpath((root, path)) != str(root):
-        raise ValueError(f"Import Latent: payload {name!r} is outside the input folder; "
+        raise ValueError(f"{node}: payload {name!r} is outside the input folder; "
                          f"give the name the upload returned, e.g. wan_accel/latent_00001_{PAYLOAD_SUFFIX}")
     return path
 

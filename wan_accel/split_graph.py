@@ -1,11 +1,16 @@
-"""Graph surgery of a split run: one filled API workflow -> the stage A graph (steps [0, K) and Export Latent) and
-the stage B graph (Import Latent, steps [K, n), decode, post-process, save).
+"""Graph surgery of a split run: one filled API workflow -> the stage A graph (steps [0, K) and the payload it writes)
+and the stage B graph (the payload read, steps [K, n), decode, post-process, save).
 
-Both stages are the host's own ``KSamplerAdvanced``: stage A adds the noise and returns with leftover noise, stage B
-adds none and finishes the schedule, as in the host's two-expert Wan 2.2 template. Everything upstream of the
-samplers (loaders, prompts, image encode) is kept in both stages, so stage B builds its own conditioning from the
-same inputs. :func:`one_server_graph` chains the same two samplers in one graph: the reference a split run with
-fp32 transfer equals bit for bit.
+* A workflow with one ``KSampler``: it becomes our "Split Sampler" pair. Both run the host's KSampler over the whole
+  schedule; stage A records every prediction before step K, stage B replays them and computes the rest
+  (:mod:`nodes.split_history`), so with fp32 transfer stage B's latent is the unsplit workflow's, bit for bit, for
+  multistep samplers such as uni_pc as well.
+* A workflow with the host's two chained ``KSamplerAdvanced`` (Wan 2.2's two experts), split at their switch: stage
+  A is the first sampler and Export Latent, stage B Import Latent and the second sampler; the latent crossing is the
+  one the unsplit chain hands on.
+
+Everything upstream of the samplers (loaders, prompts, image encode) is kept in both stages, so stage B builds its
+own conditioning from the same inputs.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ from typing import Any, Mapping
 from .errors import UsageError
 from .graph_experts import sampler_nodes
 
-LAST_STEP = 10000   # KSamplerAdvanced's end_at_step default: to the end of the schedule
 EXPORT = "WanAccelExportLatent"
 IMPORT = "WanAccelImportLatent"
-SHARED_INPUTS = ("cfg", "sampler_name", "scheduler", "positive", "negative")
-MULTISTEP_MIN_TWO = ("uni_pc", "uni_pc_bh2")   # the host's UniPC takes order min(3, steps - 1) per segment
+STAGE_A = "WanAccelSplitSamplerA"
+STAGE_B = "WanAccelSplitSamplerB"
+KSAMPLER_INPUTS = ("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                   "latent_image")
+PAYLOAD_PREFIX = "wan_accel/split/payload"
 
 
 @dataclass(frozen=True)
@@ -55,101 +62,84 @@ def _new_id(graph: Mapping[str, Any]) -> str:
     return str(max(numbers, default=0) + 1)
 
 
-def _advanced(inputs: Mapping[str, Any], model: Any, seed: int, steps: int, start: int, end: int,
-              first: bool, cfg: float | None = None) -> dict[str, Any]:
-    """A KSamplerAdvanced node: the first adds noise and keeps the leftover, the second adds none and finishes."""
-    shared = {name: inputs[name] for name in SHARED_INPUTS}
-    if cfg is not None:
-        shared["cfg"] = cfg
-    title = f"KSampler (steps {start}..{'end' if end == LAST_STEP else end - 1})"
-    return {"class_type": "KSamplerAdvanced", "_meta": {"title": title},
-            "inputs": {"model": model, "add_noise": "enable" if first else "disable", "noise_seed": seed,
-                       "steps": steps, **shared, "latent_image": inputs["latent_image"], "start_at_step": start,
-                       "end_at_step": end, "return_with_leftover_noise": "enable" if first else "disable"}}
+def _ordered(graph: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(sorted(graph.items(), key=lambda kv: (len(kv[0]), kv[0])))
 
 
-def _chained(graph: Mapping[str, Any], split_at: int) -> tuple[dict[str, Any], str, str]:
-    """(graph, first sampler id, second sampler id): the workflow's sampling as two chained KSamplerAdvanced
-    switching at ``split_at``; a ``UsageError`` for a sampling this split does not cover."""
-    chained = copy.deepcopy(dict(graph))
-    samplers = sampler_nodes(chained)
-    kinds = [chained[nid]["class_type"] for nid in samplers]
-    if kinds == ["KSamplerAdvanced", "KSamplerAdvanced"]:
-        first, second = samplers
-        switch = int(chained[first]["inputs"]["end_at_step"])
-        if switch != split_at:
-            raise UsageError(f"--split-at {split_at}: this workflow already switches between its two "
-                             f"KSamplerAdvanced at step {switch}; split there (--split-at {switch})")
-        return chained, first, second
-    if kinds != ["KSampler"]:
-        raise UsageError(f"--split-at needs a workflow with one KSampler or the host's two KSamplerAdvanced; this one "
-                         f"samples with {', '.join(kinds) or 'nothing'} (for a Wan 2.2 Expert Sampler workflow use "
-                         f"the host-node twin, --workflow wan22_reference)")
-    first = samplers[0]
-    inputs = chained[first]["inputs"]
+def _outputs(graph: Mapping[str, Any], samplers: list[str]) -> list[str]:
+    """The workflow's output nodes: those nothing reads, the samplers aside."""
+    consumed = {source for node in graph.values() for source in _links(node)}
+    return [nid for nid in graph if nid not in consumed and nid not in samplers]
+
+
+def _stage_b(graph: dict[str, Any], outputs: list[str], last: str) -> dict[str, Any]:
+    """Stage B: what the workflow's ``outputs`` need; a ``UsageError`` when none of them reads the sampler."""
+    stage_b = _ordered({nid: graph[nid] for nid in _ancestors(graph, outputs)})
+    if last not in stage_b:
+        raise UsageError("--split-at: no output of this workflow (a SaveVideo, SaveImage ...) uses the sampler's "
+                         "latent, so stage B would have nothing to finish")
+    return stage_b
+
+
+def _one_ksampler(graph: Mapping[str, Any], sampler: str, split_at: int, transfer: str) -> SplitGraphs:
+    """The split of a one-KSampler workflow into the Split Sampler pair (same node id in both stages)."""
+    inputs = graph[sampler]["inputs"]
     if float(inputs["denoise"]) != 1.0:
-        raise UsageError(f"--split-at needs the KSampler's denoise at 1.0 (node #{first} has {inputs['denoise']}); a "
+        raise UsageError(f"--split-at needs the KSampler's denoise at 1.0 (node #{sampler} has {inputs['denoise']}); a "
                          f"partial denoise is not a split of the full schedule")
-    steps, seed, second = int(inputs["steps"]), int(inputs["seed"]), _new_id(chained)
-    for node in chained.values():   # whatever read the sampler's latent now reads the second stage's
-        for name, value in node["inputs"].items():
-            if isinstance(value, list) and value and str(value[0]) == first:
-                node["inputs"][name] = [second, value[1]]
-    chained[first] = _advanced(inputs, inputs["model"], seed, steps, 0, split_at, first=True)
-    chained[second] = _advanced(inputs, inputs["model"], seed, steps, split_at, LAST_STEP, first=False)
-    chained[second]["inputs"]["latent_image"] = [first, 0]
-    return chained, first, second
+    steps = _checked_split(inputs, split_at)
+    shared = {name: inputs[name] for name in KSAMPLER_INPUTS}
+    shared["split_step"] = split_at
+    stage_a = copy.deepcopy({nid: graph[nid] for nid in _ancestors(graph, [sampler])})
+    stage_a[sampler] = {"class_type": STAGE_A, "_meta": {"title": f"Split Sampler (steps 0..{split_at - 1})"},
+                        "inputs": {**copy.deepcopy(shared), "transfer": transfer, "filename_prefix": PAYLOAD_PREFIX}}
+    stage_b = copy.deepcopy(dict(graph))
+    stage_b[sampler] = {"class_type": STAGE_B, "_meta": {"title": f"Split Sampler (steps {split_at}..end)"},
+                        "inputs": {**copy.deepcopy(shared), "payload": ""}}
+    return SplitGraphs(_ordered(stage_a), _stage_b(stage_b, _outputs(graph, [sampler]), sampler), sampler, sampler,
+                       steps, split_at)
 
 
-def _check_split(graph: Mapping[str, Any], first: str, split_at: int) -> int:
-    inputs = graph[first]["inputs"]
-    steps = int(inputs["steps"])
-    if not 1 <= split_at < steps:
-        raise UsageError(f"--split-at {split_at}: give a step from 1 to {steps - 1} (the workflow runs {steps} "
-                         f"steps; stage A runs steps 0..K-1, stage B K..{steps - 1})")
-    if inputs.get("sampler_name") in MULTISTEP_MIN_TWO and min(split_at, steps - split_at) < 2:
-        raise UsageError(f"--split-at {split_at}: {inputs['sampler_name']} needs 2 or more steps in each stage (the "
-                         f"host runs a 1-step {inputs['sampler_name']} segment at order 0, which ignores the model); "
-                         + (f"give a step from 2 to {steps - 2}" if steps >= 4 else "run 4 or more steps (--steps 4)"))
-    return steps
-
-
-def one_server_graph(graph: Mapping[str, Any], split_at: int) -> dict[str, Any]:
-    """The workflow with its sampling as the two chained KSamplerAdvanced of a split at ``split_at``, on one
-    server: what a split run with fp32 transfer reproduces bit for bit."""
-    samplers = sampler_nodes(graph)
-    if samplers:
-        _check_split(graph, samplers[0], split_at)
-    return _chained(graph, split_at)[0]
-
-
-def split_graph(graph: Mapping[str, Any], split_at: int, transfer: str) -> SplitGraphs:
-    """Stage A (steps [0, ``split_at``), Export Latent in ``transfer`` format) and stage B (Import Latent, the rest
-    of the workflow) of a filled workflow."""
-    samplers = sampler_nodes(graph)
-    if samplers:
-        _check_split(graph, samplers[0], split_at)
-    chained, first, second = _chained(graph, split_at)
-    steps = int(chained[first]["inputs"]["steps"])
-    seed = int(chained[first]["inputs"]["noise_seed"])
-    run = {"seed": seed, "steps": steps, "split_step": split_at}
-
-    consumed = {source for node in chained.values() for source in _links(node)}
-    outputs = [nid for nid in chained if nid not in consumed and nid not in (first, second)]
+def _advanced_pair(graph: Mapping[str, Any], first: str, second: str, split_at: int, transfer: str) -> SplitGraphs:
+    """The split of the host's two chained KSamplerAdvanced at their switch: Export Latent / Import Latent."""
+    chained = copy.deepcopy(dict(graph))
+    switch = int(chained[first]["inputs"]["end_at_step"])
+    if switch != split_at:
+        raise UsageError(f"--split-at {split_at}: this workflow already switches between its two "
+                         f"KSamplerAdvanced at step {switch}; split there (--split-at {switch})")
+    steps = _checked_split(chained[first]["inputs"], split_at)
+    run = {"seed": int(chained[first]["inputs"]["noise_seed"]), "steps": steps, "split_step": split_at}
     export_id = _new_id(chained)
     stage_a = {nid: chained[nid] for nid in _ancestors(chained, [first])}
     stage_a[export_id] = {"class_type": EXPORT, "_meta": {"title": "Export Latent (stage A)"},
                           "inputs": {"samples": [first, 0], "transfer": transfer, **run,
-                                     "filename_prefix": "wan_accel/split/latent"}}
-
-    stage_b = {nid: node for nid, node in chained.items() if nid != first}
+                                     "filename_prefix": PAYLOAD_PREFIX}}
     import_id = _new_id(chained)
+    stage_b = {nid: node for nid, node in chained.items() if nid != first}
     stage_b[import_id] = {"class_type": IMPORT, "_meta": {"title": "Import Latent (stage B)"},
                           "inputs": {"payload": "", "like": chained[first]["inputs"]["latent_image"], **run}}
     stage_b[second]["inputs"]["latent_image"] = [import_id, 0]
-    stage_b = {nid: stage_b[nid] for nid in sorted(_ancestors(stage_b, outputs), key=lambda k: (len(k), k))}
-    if second not in stage_b:
-        raise UsageError("--split-at: no output of this workflow (a SaveVideo, SaveImage ...) uses the sampler's "
-                         "latent, so stage B would have nothing to finish")
-    return SplitGraphs(dict(sorted(stage_a.items(), key=lambda kv: (len(kv[0]), kv[0]))), stage_b, export_id,
+    return SplitGraphs(_ordered(stage_a), _stage_b(stage_b, _outputs(graph, [first, second]), second), export_id,
                        import_id, steps, split_at)
+
+
+def _checked_split(inputs: Mapping[str, Any], split_at: int) -> int:
+    steps = int(inputs["steps"])
+    if not 1 <= split_at < steps:
+        raise UsageError(f"--split-at {split_at}: give a step from 1 to {steps - 1} (the workflow runs {steps} "
+                         f"steps; stage A runs steps 0..K-1, stage B K..{steps - 1})")
+    return steps
+
+
+def split_graph(graph: Mapping[str, Any], split_at: int, transfer: str) -> SplitGraphs:
+    """Stage A (steps [0, ``split_at``) and the payload in ``transfer`` format) and stage B (the payload read, the
+    rest of the workflow) of a filled workflow; a ``UsageError`` for a sampling this split does not cover."""
+    samplers = sampler_nodes(graph)
+    kinds = [graph[nid]["class_type"] for nid in samplers]
+    if kinds == ["KSampler"]:
+        return _one_ksampler(graph, samplers[0], split_at, transfer)
+    if kinds == ["KSamplerAdvanced", "KSamplerAdvanced"]:
+        return _advanced_pair(graph, samplers[0], samplers[1], split_at, transfer)
+    raise UsageError(f"--split-at needs a workflow with one KSampler or the host's two KSamplerAdvanced; this one "
+                     f"samples with {', '.join(kinds) or 'nothing'} (for a Wan 2.2 Expert Sampler workflow use "
+                     f"the host-node twin, --workflow wan22_reference)")

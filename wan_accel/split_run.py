@@ -1,8 +1,8 @@
 """``wan-accel run --split-at K --server A --server B``: one job's denoising split across two ComfyUI servers.
 
-Server A runs steps [0, K) and exports the latent with its leftover noise; the client downloads that payload,
-uploads it to server B, which runs steps [K, n), the VAE decode and the post-process; the client downloads B's
-outputs. The graphs come from :mod:`wan_accel.split_graph`; the payload format from ``--transfer``.
+Server A runs steps [0, K) and exports its payload (the predictions it made, or for the host's two-expert pair the
+latent with its leftover noise); the client downloads that payload, uploads it to server B, which runs steps
+[K, n), the VAE decode and the post-process; the client downloads B's outputs. The graphs come from :mod:`wan_accel.split_graph`; the payload format from ``--transfer``.
 """
 from __future__ import annotations
 
@@ -42,22 +42,22 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
                         help="split the denoising across two servers (--server A --server B): A runs steps 0..K-1, "
                              "B steps K..n-1, the decode and the post-process")
     parser.add_argument("--transfer", choices=TRANSFER_FORMATS, default=DEFAULT_TRANSFER,
-                        help="format of the latent sent from A to B: fp32 (bit-exact), bf16 (half the bytes), int8 "
+                        help="format of the payload sent from A to B: fp32 (bit-exact), bf16 (half the bytes), int8 "
                              "(a quarter, a scale per 64 values), int8-channel (a scale per channel) (default fp32)")
 
 
 def payload_file(execution: Execution, graphs: SplitGraphs, where: str) -> OutputFile:
-    """The one latent payload stage A's Export Latent saved, as ``execution`` lists it."""
+    """The one payload stage A saved (Split Sampler stage A or Export Latent), as ``execution`` lists it."""
     files = [item for item in execution.files if item.node_id == graphs.export_id]
     if len(files) != 1:
-        raise MalformedReply(where, f"stage A's Export Latent (node #{graphs.export_id}) reported {len(files)} "
-                                    f"files, not one payload")
+        raise MalformedReply(where, f"stage A's {node_label(graphs.stage_a, graphs.export_id)} (node "
+                                    f"#{graphs.export_id}) reported {len(files)} files, not one payload")
     return files[0]
 
 
 def run_stage_a(client: ComfyClient, graphs: SplitGraphs, image: Path, progress: Callable[[ProgressEvent], None],
                 timeout: float) -> Execution:
-    """Stage A on ``client``'s server: steps [0, K) and the Export Latent (see :func:`payload_file`)."""
+    """Stage A on ``client``'s server: steps [0, K) and the payload they leave (see :func:`payload_file`)."""
     stage_a = fill(graphs.stage_a, Overrides(image=client.upload_image(image)))
     return client.execute(stage_a, progress, timeout)
 
@@ -124,7 +124,7 @@ def run_split_command(args: argparse.Namespace, name: str, template: Mapping[str
     if not run.paths:
         print("the workflow produced no output file")
     print(f"steps 0..{args.split_at - 1} on A in {run.stage_a.seconds:.2f} s, latent payload {run.payload_bytes} "
-          f"bytes ({args.transfer}) carried in {run.transfer_seconds:.2f} s, steps {args.split_at}..."
+          f"bytes ({args.transfer}) carried in {run.transfer_seconds:.2f} s, steps {args.split_at}.."
           f"{run.graphs.steps - 1} and the rest on B in {run.stage_b.seconds:.2f} s")
     print(f"wall time {time.monotonic() - started:.2f} s")
     return 0

@@ -1,6 +1,7 @@
-"""The split run's latent payload (``wan_accel_kernels/latent_payload.py``): exact fp32 round trip, bf16 and int8
-within their rounding bounds, the bytes each format puts on the wire, and refusal of corrupted payloads and of
-payloads of another run (shape, seed, steps, split step), each by name."""
+"""The split run's payloads (``wan_accel_kernels/latent_payload.py``): exact fp32 round trip, bf16 and int8
+within their rounding bounds, the bytes each format puts on the wire, refusal of corrupted payloads and of
+payloads of another run (shape, seed, steps, split step, sampling), each by name; the history kind (stage A's
+predictions with their sigmas, each tensor with its own int8 scales) and refusal of the other kind."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ import re
 import pytest
 import torch
 
-from wan_accel_kernels.latent_payload import (INT8_BLOCK, INT8_LEVELS, MAGIC, PayloadError, RunKey, decode_payload,
-                                              encode_payload, read_header)
+from wan_accel_kernels.latent_payload import (INT8_BLOCK, INT8_LEVELS, MAGIC, PayloadError, RunKey, decode_history,
+                                              decode_payload, encode_history, encode_payload, read_header)
 
 SHAPE = (1, 16, 3, 6, 10)   # 2880 values: 45 int8 blocks of 64, 16 channels of 180
 KEY = RunKey(SHAPE, seed=7, steps=8, split_step=3)
@@ -131,7 +132,7 @@ def test_another_shape_and_several_fields_are_all_named():
         decode_payload(payload, KEY)
     assert ("latent shape [1, 16, 3, 6, 12] (this run: [1, 16, 3, 6, 10]); seed 1 (this run: 7)"
             in str(refused.value))
-    assert "same image size, length, seed, steps and split step" in str(refused.value)
+    assert "same image size, length, seed, steps, split step, sampler, scheduler and cfg" in str(refused.value)
 
 
 def test_without_an_expected_run_any_intact_payload_decodes():
@@ -150,3 +151,59 @@ def test_nan_unknown_formats_and_empty_latents_are_refused_at_export():
         encode(torch.zeros(1, 16, 0, 4, 4), "fp32")
     with pytest.raises(PayloadError, match="dtype torch.float64 cannot be exported"):
         encode(leftover_latent().double(), "fp32")
+
+
+HISTORY_KEY = RunKey(SHAPE, seed=7, steps=8, split_step=3, sampling="uni_pc simple cfg 1")
+SIGMAS = [1.0, 0.9375, 0.875]
+
+
+def predictions() -> list[torch.Tensor]:
+    """Three predictions of very different scales, as a sampler's first steps give them."""
+    return [leftover_latent(seed) * scale for seed, scale in ((1, 1.0), (2, 0.01), (3, 50.0))]
+
+
+def test_a_history_round_trips_bit_exact_in_fp32_with_its_sigmas():
+    outputs = predictions()
+    history = decode_history(encode_history(outputs, SIGMAS, "fp32", HISTORY_KEY), HISTORY_KEY)
+    assert history.sigmas == tuple(SIGMAS) and len(history.outputs) == 3
+    assert all(torch.equal(got, sent) for got, sent in zip(history.outputs, outputs))
+
+
+def test_each_prediction_of_a_history_has_its_own_int8_scales():
+    outputs = predictions()
+    payload = encode_history(outputs, SIGMAS, "int8-channel", HISTORY_KEY)
+    history = decode_history(payload, HISTORY_KEY)
+    for got, sent in zip(history.outputs, outputs):
+        step = sent.abs().amax(dim=(2, 3, 4), keepdim=True) / INT8_LEVELS   # its own channel's step, not 50x's
+        assert bool(((got - sent).abs() <= step / 2 + 1e-6 * sent.abs().amax()).all())
+    assert rel_l2(history.outputs[1], outputs[1]) < 0.01
+    assert len(payload) - 3 * (math.prod(SHAPE) + 4 * 16) < 600   # 3 x (1 byte a value + a scale a channel)
+
+
+def test_the_sampling_of_another_run_is_named():
+    payload = encode_history(predictions(), SIGMAS, "fp32", HISTORY_KEY)
+    euler = RunKey(SHAPE, seed=7, steps=8, split_step=3, sampling="euler simple cfg 1")
+    with pytest.raises(PayloadError, match=r"belongs to another run: sampling 'uni_pc simple cfg 1' \(this run: "
+                                           r"'euler simple cfg 1'\)"):
+        decode_history(payload, euler)
+
+
+def test_a_payload_of_the_other_kind_is_refused_naming_both_nodes():
+    latent = encode(leftover_latent(), "fp32")
+    history = encode_history(predictions(), SIGMAS, "fp32", HISTORY_KEY)
+    with pytest.raises(PayloadError, match=r"p is a latent payload \(written by Export Latent\); this node reads a "
+                                           r"history payload \(written by Split Sampler \(stage A\)\)"):
+        decode_history(latent, source="p")
+    with pytest.raises(PayloadError, match="is a history payload"):
+        decode_payload(history)
+
+
+def test_an_empty_or_unpaired_history_is_refused_at_export():
+    with pytest.raises(PayloadError, match="stage A made no model call before step 3"):
+        encode_history([], [], "fp32", HISTORY_KEY)
+    with pytest.raises(PayloadError, match="got 3 predictions, 2 sigmas"):
+        encode_history(predictions(), SIGMAS[:2], "fp32", HISTORY_KEY)
+    mixed = predictions()
+    mixed[2] = mixed[2][..., :4]
+    with pytest.raises(PayloadError, match="cannot share one payload"):
+        encode_history(mixed, SIGMAS, "fp32", HISTORY_KEY)

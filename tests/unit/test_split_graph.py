@@ -1,6 +1,7 @@
 """Graph surgery of a split run (``wan_accel/split_graph.py``) on the shipped workflows, and the CLI's split checks
-(``wan_accel/split_run.py``): which nodes each stage keeps, the two KSamplerAdvanced halves, the run key both ends
-carry, and the refusals that name the fix."""
+(``wan_accel/split_run.py``): which nodes each stage keeps, the Split Sampler pair a KSampler becomes, the
+Export/Import pair of the host's two KSamplerAdvanced, the run key both ends carry, and the refusals that name the
+fix."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from wan_accel.cli import build_parser, cmd_run
 from wan_accel.errors import UsageError
 from wan_accel.graph_fill import Overrides, fill, load_api_workflow
-from wan_accel.split_graph import LAST_STEP, one_server_graph, split_graph
+from wan_accel.split_graph import split_graph
 from wan_accel.split_run import TRANSFER_FORMATS
 from wan_accel.workflow_catalog import WORKFLOWS
 from wan_accel_kernels.latent_payload import FORMATS
@@ -21,45 +22,33 @@ def classes(graph: dict) -> list[str]:
     return sorted(node["class_type"] for node in graph.values())
 
 
-def test_winner_stage_a_samples_the_first_steps_and_exports_nothing_else():
-    graphs = split_graph(fill(WINNER, Overrides(seed=5, steps=8)), 3, "int8")
+def test_winner_stage_a_is_the_split_sampler_over_the_whole_schedule_and_nothing_after():
+    filled = fill(WINNER, Overrides(seed=5, steps=8))
+    graphs = split_graph(filled, 3, "int8")
     stage_a = graphs.stage_a
     assert "SaveVideo" not in classes(stage_a) and "WanAccelVAEDecode" not in classes(stage_a)
-    sampler = stage_a["11"]["inputs"]
-    assert stage_a["11"]["class_type"] == "KSamplerAdvanced"
-    assert (sampler["add_noise"], sampler["start_at_step"], sampler["end_at_step"],
-            sampler["return_with_leftover_noise"], sampler["noise_seed"], sampler["steps"]) == \
-        ("enable", 0, 3, "enable", 5, 8)
-    assert sampler["latent_image"] == ["10", 2] and sampler["model"] == ["3", 0]
-    export = stage_a[graphs.export_id]
-    assert export["class_type"] == "WanAccelExportLatent" and export["inputs"]["samples"] == ["11", 0]
-    assert {k: export["inputs"][k] for k in ("transfer", "seed", "steps", "split_step")} == \
-        {"transfer": "int8", "seed": 5, "steps": 8, "split_step": 3}
+    assert graphs.export_id == "11" and stage_a["11"]["class_type"] == "WanAccelSplitSamplerA"
+    sampler, ksampler = stage_a["11"]["inputs"], filled["11"]["inputs"]
+    for name in ("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                 "latent_image"):
+        assert sampler[name] == ksampler[name]   # the KSampler's own settings: the same schedule, seed and noise
+    assert (sampler["seed"], sampler["steps"], sampler["split_step"], sampler["transfer"]) == (5, 8, 3, "int8")
+    assert "denoise" not in sampler and "KSamplerAdvanced" not in classes(stage_a)
 
 
-def test_winner_stage_b_imports_finishes_decodes_and_saves():
-    graphs = split_graph(fill(WINNER, Overrides(seed=5, steps=8)), 3, "fp32")
+def test_winner_stage_b_replays_finishes_decodes_and_saves():
+    filled = fill(WINNER, Overrides(seed=5, steps=8))
+    graphs = split_graph(filled, 3, "fp32")
     stage_b = graphs.stage_b
-    assert "11" not in stage_b and "KSampler" not in classes(stage_b)
-    [second] = [nid for nid, node in stage_b.items() if node["class_type"] == "KSamplerAdvanced"]
-    sampler = stage_b[second]["inputs"]
-    assert (sampler["add_noise"], sampler["start_at_step"], sampler["end_at_step"],
-            sampler["return_with_leftover_noise"], sampler["noise_seed"]) == ("disable", 3, LAST_STEP, "disable", 5)
-    assert sampler["latent_image"] == [graphs.import_id, 0]
-    imported = stage_b[graphs.import_id]["inputs"]
-    assert imported["like"] == ["10", 2] and (imported["seed"], imported["steps"], imported["split_step"]) == (5, 8, 3)
-    assert stage_b["12"]["inputs"]["samples"] == [second, 0]   # the decode reads stage B's sampler
+    assert graphs.import_id == "11" and stage_b["11"]["class_type"] == "WanAccelSplitSamplerB"
+    sampler = stage_b["11"]["inputs"]
+    assert (sampler["seed"], sampler["steps"], sampler["split_step"], sampler["payload"]) == (5, 8, 3, "")
+    assert sampler["latent_image"] == ["10", 2] and sampler["model"] == filled["11"]["inputs"]["model"]
+    assert stage_b["12"]["inputs"]["samples"] == ["11", 0]   # the decode reads stage B's sampler
+    assert set(stage_b) == set(filled)   # every node of the workflow, the sampler swapped
     for kept in ("WanAccelTextureColourEnhance", "SaveVideo", "WanImageToVideo", "WanAccelLoadDiTGGUF"):
         assert kept in classes(stage_b)   # stage B builds its own conditioning from the same inputs
-
-
-def test_one_server_graph_chains_the_same_two_halves():
-    filled = fill(WINNER, Overrides(seed=5, steps=8))
-    chained, graphs = one_server_graph(filled, 3), split_graph(filled, 3, "fp32")
-    [second] = [nid for nid, node in graphs.stage_b.items() if node["class_type"] == "KSamplerAdvanced"]
-    assert chained["11"] == graphs.stage_a["11"]
-    assert chained[second]["inputs"] == {**graphs.stage_b[second]["inputs"], "latent_image": ["11", 0]}
-    assert "WanAccelExportLatent" not in classes(chained) and filled["11"]["class_type"] == "KSampler"
+    assert filled["11"]["class_type"] == "KSampler"   # the workflow itself is left as it was
 
 
 def test_wan22_host_pair_splits_at_its_switch_and_each_stage_loads_one_expert():
@@ -68,6 +57,13 @@ def test_wan22_host_pair_splits_at_its_switch_and_each_stage_loads_one_expert():
                           if node["class_type"] == "UNETLoader")
             for stage, graph in (("a", graphs.stage_a), ("b", graphs.stage_b))}
     assert len(dits["a"]) == len(dits["b"]) == 1 and "high_noise" in dits["a"][0] and "low_noise" in dits["b"][0]
+    export, imported = graphs.stage_a[graphs.export_id], graphs.stage_b[graphs.import_id]
+    [first] = [nid for nid, node in graphs.stage_a.items() if node["class_type"] == "KSamplerAdvanced"]
+    [second] = [nid for nid, node in graphs.stage_b.items() if node["class_type"] == "KSamplerAdvanced"]
+    assert export["class_type"] == "WanAccelExportLatent" and export["inputs"]["samples"] == [first, 0]
+    assert imported["class_type"] == "WanAccelImportLatent" and export["inputs"]["transfer"] == "bf16"
+    assert graphs.stage_b[second]["inputs"]["latent_image"] == [graphs.import_id, 0]
+    assert (imported["inputs"]["split_step"], graphs.stage_b[second]["inputs"]["start_at_step"]) == (2, 2)
     with pytest.raises(UsageError, match=r"--split-at 3: .* switches between its two KSamplerAdvanced at step 2; "
                                          r"split there \(--split-at 2\)"):
         split_graph(WAN22_REFERENCE, 3, "fp32")
@@ -79,13 +75,11 @@ def test_a_split_outside_the_schedule_is_refused(split_at):
         split_graph(WINNER, split_at, "fp32")
 
 
-@pytest.mark.parametrize("steps, split_at, fix", [(8, 1, "give a step from 2 to 6"), (8, 7, "from 2 to 6"),
-                                                   (3, 1, r"run 4 or more steps \(--steps 4\)")])
-def test_uni_pc_is_refused_a_one_step_stage(steps, split_at, fix):
-    with pytest.raises(UsageError, match=f"uni_pc needs 2 or more steps in each stage .* ignores the model.*{fix}"):
-        split_graph(fill(WINNER, Overrides(steps=steps)), split_at, "fp32")
-    euler = fill(WINNER, Overrides(steps=steps, settings={"11.sampler_name": "euler"}))
-    assert split_graph(euler, split_at, "fp32").split_at == split_at
+@pytest.mark.parametrize("steps, split_at", [(8, 1), (8, 7), (3, 1), (2, 1)])
+def test_uni_pc_splits_at_any_step_since_stage_b_replays_its_history(steps, split_at):
+    graphs = split_graph(fill(WINNER, Overrides(steps=steps)), split_at, "fp32")
+    assert graphs.stage_b["11"]["inputs"]["sampler_name"] == "uni_pc"
+    assert (graphs.steps, graphs.split_at) == (steps, split_at)
 
 
 def test_workflows_the_split_does_not_cover_are_refused_with_the_alternative():
