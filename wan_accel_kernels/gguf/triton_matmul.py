@@ -3,8 +3,9 @@
 Each program computes a ``block_m x block_n`` tile of ``y``. Per K step it decodes its ``block_n x block_k`` slice
 of W in registers with the same code as :mod:`wan_accel_kernels.gguf.triton_dequantize` (so the weights it multiplies equal
 the dequantised weights bit for bit), and accumulates in float32 with ``tl.dot``. W never exists in float in memory.
-Whether that beats dequantise-then-cuBLAS at Wan's M = 32,760 tokens is what ``benchmarks/wan14b_step.py``
-measures; the loader keeps dequantise-then-matmul until a GPU run shows the fused kernel is faster.
+Whether that beats dequantise-then-cuBLAS at Wan's M = 32,760 tokens is what
+``python -m benchmarks.gpu_suite --sections dit,linears`` measures; the loader keeps dequantise-then-matmul until a
+GPU run shows the fused kernel is faster.
 """
 from __future__ import annotations
 

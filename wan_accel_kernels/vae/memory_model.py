@@ -95,7 +95,7 @@ def relative_fit_error(model: DecodeMemoryModel, samples: Sequence[tuple[int, in
 
 #: The host's Wan 2.1 VAE (dim 96): fit of the steady-state step (the third latent frame on; the cache is then full)
 #: measured with :class:`LiveTensorBytes` at 16x16, 32x32, 32x64 and 64x64 output pixels in bf16 and fp32 (same
-#: element counts), largest misfit 1.0 % (also at 48x80). Re-measured by ``benchmarks/vae.py --memory`` and
+#: element counts), largest misfit 1.0 % (also at 48x80). Re-measured by ``python -m benchmarks.vae --memory`` and
 #: checked by ``tests/host/test_host_vae.py``.
 WAN21_DECODE = DecodeMemoryModel(per_pixel=4312.0, fixed=43496.0)
 
