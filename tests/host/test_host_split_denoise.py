@@ -218,6 +218,12 @@ def test_a_corrupted_or_mismatched_payload_is_refused_by_name(wan_pack, host_b, 
     assert "latent shape [1, 16, 2, 4, 4] (this run: [1, 16, 2, 4, 6])" in message
     message = _stage_b_error(host_b, winner_graph(cli_models, sampler="euler"), payload, "sampler.wlat")
     assert "sampling 'uni_pc simple cfg 1' (this run: 'euler simple cfg 1')" in message
+    other_shift = winner_graph(cli_models)
+    other_shift["3"]["inputs"]["shift"] = 5.0   # the same key, another schedule: sigma 1 first at any shift, then not
+    message = _stage_b_error(host_b, other_shift, payload, "shift.wlat")
+    assert re.search(r"payload wan_accel/shift.wlat: call 2 is at sigma [0-9.]+ here, [0-9.]+ in stage A; stage A "
+                     r"recorded 2 prediction\(s\) before step 2\. Use the same sampler_name, scheduler, model \(its "
+                     r"shift\) and cfg on both stages", message), message
 
     stage_b = fill(graphs.stage_b, Overrides(image="start.png"))
     stage_b[graphs.import_id]["inputs"]["payload"] = "wan_accel/never_uploaded.wlat"
