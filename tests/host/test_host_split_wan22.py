@@ -2,9 +2,10 @@
 switch, through Export Latent and Import Latent, on the tiny float experts of ``tests/support/tiny_wan22.py``.
 
 The host's CLIPLoader wants the full umt5-xxl, so the test's copy of the workflow loads the small umt5 through our
-fp8 text-encoder loader (as the winner does); the rest is the shipped graph. Both stages run on the session's host (``--server A --server A``), so the payload still leaves through the client:
-downloaded from stage A's output folder and uploaded into the input folder stage B reads. With fp32 transfer the
-video equals the unsplit workflow's frame for frame; bf16 moves it (mean 2.69 of 255 on 0.33.0), within 3x that.
+fp8 text-encoder loader (as the winner does); the rest is the shipped graph. Both stages run on the session's host
+(``--server A --server A``), so the payload still leaves through the client: downloaded from stage A's output folder
+and uploaded into the input folder stage B reads. With fp32 transfer the video equals the unsplit workflow's frame
+for frame; bf16 moves it (mean 2.69 of 255 on 0.33.0), within 3x that.
 """
 from __future__ import annotations
 
