@@ -282,7 +282,7 @@ class RayBatch:
 
     def audit(self) -> None:
         """Every live server's ``/history`` (the prompts its worker queued): the samples it ran, and none twice."""
-        for worker in [w for w in self.workers if not w.left_out]:
+        for worker in [w for w in self.workers if not w.left_out and w.down_since is None]:
             try:
                 counts = successes_per_sample(ray.get(worker.actor.history.remote(), timeout=60))
             except (RayError, GetTimeoutError) as exc:
