@@ -125,7 +125,7 @@ def _start(args: argparse.Namespace, name: str, template: Mapping[str, Any], bas
         checked: list = [None] * len(urls)
         if args.split_at is not None:
             graphs = sample_graphs(template, base, None, args.split_at, args.transfer)
-            checked = [graphs.stage_a, graphs.stage_b] * (len(split_pairs(urls)))
+            checked = [graphs.stage_a, graphs.stage_b] * len(split_pairs(urls))
         print(f"wan-accel bench: {name} on {', '.join(server_name(url) for url in urls)} (a Ray worker each), "
               f"{len(samples)} sample(s), results in {out_dir}", flush=True)
         return ray_pool.start_server_workers(urls, template, base, args.timeout, checked)
