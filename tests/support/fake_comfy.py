@@ -3,9 +3,9 @@
 ``prompt_reply`` answers ``POST /prompt``, ``ws_messages`` follow it on the websocket (a ``str`` is sent as is;
 ``drop_ws`` then closes the socket abruptly), ``history`` is what ``/history/<id>`` returns afterwards,
 ``object_info`` what ``/object_info`` (whole or per class) lists, ``upload_reply`` what ``POST /upload/image``
-answers, ``view_cut`` the bytes of a ``/view`` body sent before closing (None: all), ``ws_delay`` the seconds the websocket
-waits before its messages (a prompt that takes time), ``requests`` every request seen. ``port`` 0 picks a free one;
-a given port serves again where a closed fake was (a server that comes back).
+answers, ``view_cut`` the bytes of a ``/view`` body sent before closing (None: all), ``ws_delay`` the seconds the
+websocket waits before its messages (a prompt that takes time), ``requests`` every request seen. ``port`` 0 picks a
+free one; a given port serves again where a closed fake was (a server that comes back).
 """
 from __future__ import annotations
 
