@@ -23,8 +23,8 @@ from pathlib import Path
 import ray
 
 from benchmarks.lib import split_projection
-from benchmarks.ray_vs_queue import Quiet
-from wan_accel.batch import ray_batch, ray_split
+from benchmarks.ray_wrap_vs_own import Quiet
+from wan_accel.batch import ray_batch, ray_pool, ray_split
 from wan_accel.batch.samples import load_pairs
 from wan_accel.cli import build_parser, overrides_from
 from wan_accel.graph_fill import load_api_workflow
@@ -60,17 +60,17 @@ def _timed(run) -> float:
 def measure(args: argparse.Namespace, workers: int, samples: list, out: Path) -> tuple[float, float]:
     """(pipelined, data-parallel) seconds for ``samples`` on the same ``workers`` Ray workers."""
     _, path = find_workflow(args.workflow)
-    spec = ray_batch.WorkerSpec(str(Path(args.comfyui).resolve()), args.comfyui_python, args.comfyui_base,
+    spec = ray_pool.WorkerSpec(str(Path(args.comfyui).resolve()), args.comfyui_python, args.comfyui_base,
                                 load_api_workflow(path), overrides_from(args), args.timeout, START_TIMEOUT)
     first_b = ray_split.stage_counts(workers)[0]
     shifted = [dataclasses.replace(s, id=f"{s.id}-dp", seed=s.seed + SEED_SHIFT) for s in samples]
     warm = {layout: [dataclasses.replace(s, id=f"warm-{layout}-{i}", seed=s.seed + 2 * SEED_SHIFT + i)
                      for i, s in enumerate(samples[:1] * workers)] for layout in ("split", "dp")}
-    ray_batch.connect("local", workers)
+    ray_pool.connect("local", workers)
     try:
-        pool = ray_batch.start_workers(spec, workers, 0, retries=0)
+        pool = ray_pool.start_workers(spec, workers, 0, retries=0)
         try:
-            ray_batch.wait_ready(pool, Quiet("start"))
+            ray_pool.wait_ready(pool, Quiet("start"), ray_batch.Patience().probe_seconds)
 
             def split(name: str, batch: list):
                 return lambda: ray_split.run_ray_split(batch, pool[:first_b], pool[first_b:],
@@ -86,7 +86,7 @@ def measure(args: argparse.Namespace, workers: int, samples: list, out: Path) ->
             _timed(whole("warm-parallel", warm["dp"]))
             return _timed(split("pipelined", samples)), _timed(whole("parallel", shifted))
         finally:
-            ray_batch.stop_workers(pool)
+            ray_pool.stop_workers(pool)
     finally:
         ray.shutdown()
 

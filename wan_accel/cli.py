@@ -1,7 +1,8 @@
 """wan-accel: run a shipped workflow headless on a ComfyUI server, bench a batch like the challenge, or check setup.
 
     wan-accel run --workflow winner --image in.png --prompt "..." [--comfyui DIR | --server URL] [--seed N] [--out DIR]
-    wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL ...] [--servers FILE]
+    wan-accel bench --workflow winner --pairs DIR_OR_CSV [--out DIR] [--server URL]  (one server: no Ray)
+    wan-accel bench ... --server URL --server URL ... [--servers FILE] [--ray ADDRESS]  (two or more: on Ray)
     wan-accel bench --workflow winner --pairs DIR_OR_CSV --ray [local|auto|ADDRESS] --comfyui DIR [--ray-workers N]
     wan-accel bench ... --split-at K --server A --server B  (or --ray ...): every sample split, A then B
     wan-accel doctor [--server URL] [--comfyui DIR]
@@ -19,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
-from .batch.dispatch import run_bench
+from .batch.one_server import run_one_server
 from .batch.progress import BatchDisplay
 from .batch.samples import METRICS, load_pairs
 from .batch.servers import ComfyBenchServer, server_urls
-from .batch.split_batch import SplitBenchServer, sample_graphs, split_pairs
+from .batch.split_batch import sample_graphs, split_pairs
 from .client import DEFAULT_SERVER, ComfyClient, Execution, ProgressEvent, generate
 from .client_files import prepare_out_dir
 from .device_fit import cpu_only, cpu_warnings
@@ -31,7 +32,7 @@ from .doctor import run_doctor
 from .errors import UsageError, WanAccelError, mask_secrets, node_label
 from .graph_fill import Overrides, fill, load_api_workflow, parse_setting
 from .launcher import LocalComfyUI
-from .ray_cli import add_ray_options, check_ray_options, cmd_ray_bench
+from .ray_cli import add_ray_options, check_ray_options, cmd_ray_bench, require_ray
 from .score_cli import add_commands, add_score_options, bench_scorer
 from .split_run import add_split_options, run_split_command
 from .workflow_catalog import WORKFLOWS, find_workflow
@@ -179,7 +180,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.retries < 0:
         raise UsageError(f"--retries {args.retries}: must be 0 or more")
     check_ray_options(args)
-    urls = server_urls(args.server, args.servers) or [DEFAULT_SERVER]
+    given = args.ray is None or bool(args.server or args.servers)   # servers you run, not ones Ray workers start
+    urls = (server_urls(args.server, args.servers) or [DEFAULT_SERVER]) if given else None
+    if urls is not None and args.split_at is not None:
+        split_pairs(urls)   # an odd count, before any work
+    if urls is not None and len(urls) > 1 and args.ray is None:
+        require_ray(len(urls))
     out_dir = prepare_out_dir(Path(args.out))   # before any sample: a bad folder found after one loses the wait
     videos = prepare_out_dir(out_dir / "videos", "--out")
     config = {"workflow": name, **{k: v for k, v in dataclasses.asdict(base).items() if v not in (None, {})}}
@@ -190,21 +196,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scorer = bench_scorer(args, out_dir)   # before any sample: a missing weight file is found at once
     if scorer is not None:
         metrics.append(scorer)
-    if args.ray is not None:
-        return cmd_ray_bench(args, name, template, base, samples, out_dir, videos, config, metrics)
-    if args.split_at is None:
-        servers = [ComfyBenchServer(url, template, base, videos, args.timeout, args.overwrite) for url in urls]
-    else:
-        servers = [SplitBenchServer(pair, template, base, videos, args.timeout, args.split_at, args.transfer,
-                                    args.overwrite) for pair in split_pairs(urls)]
-    print(f"wan-accel bench: {name} on {', '.join(s.name for s in servers)}, {len(samples)} sample(s), results in "
-          f"{out_dir}", flush=True)
-    display = BatchDisplay([s.name for s in servers])
+    if urls is None or len(urls) > 1 or args.ray is not None:
+        return cmd_ray_bench(args, name, template, base, samples, out_dir, videos, config, metrics, urls)
+    server = ComfyBenchServer(urls[0], template, base, videos, args.timeout, args.overwrite)
+    print(f"wan-accel bench: {name} on {server.name}, {len(samples)} sample(s), results in {out_dir}", flush=True)
+    display = BatchDisplay([server.name])
     try:
-        summary = run_bench(samples, servers, out_dir / "results.json", config, metrics, display,
-                            retries=args.retries)
+        summary = run_one_server(samples, server, out_dir / "results.json", config, metrics, display,
+                                 retries=args.retries)
     except KeyboardInterrupt:
-        print(f"interrupted: the prompt in flight on every server was interrupted; finished samples are saved in "
+        print(f"interrupted: the prompt on the server was interrupted; finished samples are saved in "
               f"{out_dir / 'results.json'}; run the same command to resume", file=sys.stderr)
         return 130
     for line in summary.lines():
@@ -266,12 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="a folder or CSV of image-prompt pairs over one or many servers, "
                                               "resumable, with speed score")
     bench.add_argument("--server", action="append", metavar="URL",
-                       help=f"ComfyUI address; repeat it to share the batch between servers (default "
-                            f"{DEFAULT_SERVER})")
+                       help=f"address of a ComfyUI you run (default {DEFAULT_SERVER}); repeat it to share the batch "
+                            f"between servers: two or more run on Ray, one Ray worker per server (the ray extra)")
     bench.add_argument("--servers", metavar="FILE", help="text file with one ComfyUI address a line (added to "
                                                          "--server)")
     bench.add_argument("--retries", type=int, default=2,
-                       help="times a sample is re-queued when its server stops answering (default 2)")
+                       help="times a sample runs again when its server stops answering, on another server or on "
+                            "the same one once it answers (default 2)")
     _add_common(bench)
     bench.add_argument("--pairs", required=True,
                        help="folder of NAME.png + NAME.txt, or CSV with columns image,prompt[,id,seed,negative]")

@@ -3,7 +3,9 @@
 ``prompt_reply`` answers ``POST /prompt``, ``ws_messages`` follow it on the websocket (a ``str`` is sent as is;
 ``drop_ws`` then closes the socket abruptly), ``history`` is what ``/history/<id>`` returns afterwards,
 ``object_info`` what ``/object_info`` (whole or per class) lists, ``upload_reply`` what ``POST /upload/image``
-answers, ``view_cut`` the bytes of a ``/view`` body sent before closing (None: all), ``requests`` every request seen.
+answers, ``view_cut`` the bytes of a ``/view`` body sent before closing (None: all), ``ws_delay`` the seconds the
+websocket waits before its messages (a prompt that takes time), ``requests`` every request seen. ``port`` 0 picks a
+free one; a given port serves again where a closed fake was (a server that comes back).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,7 +42,7 @@ class FakeComfy:
     """A scripted host: ``prompt_reply`` answers POST /prompt, ``ws_messages`` follow it on the websocket,
     ``history`` is what /history/<id> returns afterwards."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.prompt_reply = (200, {"prompt_id": "p1", "number": 1, "node_errors": {}})
         self.ws_messages: list[dict] = []
         self.history = HISTORY_OK
@@ -50,6 +53,7 @@ class FakeComfy:
         self.drop_ws = False                  # close the websocket abruptly after ws_messages
         self.upload_reply = {"name": "cat.png", "subfolder": "wan_accel", "type": "input"}
         self.view_cut: int | None = None      # /view declares its whole length but sends this many bytes
+        self.ws_delay = 0.0                   # seconds before the websocket sends ws_messages
         self.queued = threading.Event()
         self.answered = threading.Event()   # POST /prompt answered, queued or not
         fake = self
@@ -114,6 +118,7 @@ class FakeComfy:
                     "exec_info": {"queue_remaining": 0}}, "sid": "x"}})))
                 self.wfile.flush()
                 if fake.answered.wait(timeout=10) and fake.queued.is_set():
+                    time.sleep(fake.ws_delay)
                     for message in fake.ws_messages:
                         self.wfile.write(b"\x82\x03abc")  # a binary preview frame: ignored by the client
                         self.wfile.write(_ws_frame(message if isinstance(message, str) else json.dumps(message)))
@@ -129,7 +134,7 @@ class FakeComfy:
                     pass
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -148,9 +153,9 @@ API_GRAPH = {
 }
 
 
-def fake_for_graph(ws_messages: list) -> FakeComfy:
+def fake_for_graph(ws_messages: list, port: int = 0) -> FakeComfy:
     """A started fake that knows :data:`API_GRAPH`'s node types and ``wan.gguf``, answering with ``ws_messages``."""
-    server = FakeComfy()
+    server = FakeComfy(port)
     server.object_info.update({name: {"input": {}} for name in ("LoadImage", "CLIPTextEncode", "KSampler",
                                                                  "SaveVideo")})
     server.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")

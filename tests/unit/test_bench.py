@@ -1,6 +1,6 @@
 """The batch runner on one server: the challenge's speed table, pairs from a folder or CSV, results written atomically
-after each sample, resume after an interruption, fatal errors, and the quality-metric hook. Several servers:
-``test_bench_dispatch.py``."""
+after each sample, resume after an interruption, fatal errors, and the quality-metric hook. Its faults:
+``test_bench_one_server.py``; several servers on Ray: ``test_bench_ray_servers.py``."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wan_accel.batch.samples import FirstFramePSNR, JobOutcome, Sample, load_pairs, speed_score
-from wan_accel.batch.dispatch import run_bench as run_on_servers
+from wan_accel.batch.one_server import run_one_server
 from wan_accel.batch.results import read_results, summarise
 from wan_accel.errors import ExecutionFailed, MissingModel, MissingModelFile, UsageError
 
@@ -97,13 +97,10 @@ class OneServer:
     def generate(self, sample, progress):
         return self.generate_sample(sample)
 
-    def interrupt(self):
-        pass
-
 
 def run_bench(samples, generate, results_path, config, metrics=(), report=None):
     """The batch on one server whose jobs ``generate`` runs; messages go to ``report``."""
-    return run_on_servers(samples, [OneServer(generate)], results_path, config, metrics, Lines(report))
+    return run_one_server(samples, OneServer(generate), results_path, config, metrics, Lines(report))
 
 
 class FakeGenerate:

@@ -1,5 +1,5 @@
-"""The pieces of a batch over several servers: the shared queue (each sample waiting, in flight or done; lost
-samples re-queued up to the retries), the server list of --server / --servers, and the progress display."""
+"""The pieces of a batch: the sample queue (each sample waiting, in flight or done; lost samples re-queued up to the
+retries), the server list of --server / --servers, and the progress display."""
 from __future__ import annotations
 
 import io
@@ -22,27 +22,27 @@ def tasks(count: int) -> list[Task]:
 
 def test_queue_hands_each_sample_to_one_server_and_finishes_when_all_are_done():
     queue = SampleQueue(tasks(2), retries=2)
-    first, second = queue.take(0), queue.take(0)
+    first, second = queue.take(), queue.take()
     assert (first.sample.id, second.sample.id) == ("s0", "s1")
-    assert queue.take(0.01) is None and not queue.finished, "both in flight: nothing to take, not finished"
+    assert queue.take() is None and not queue.finished, "both in flight: nothing to take, not finished"
     queue.finish(first)
     with pytest.raises(RuntimeError, match="s0 is not in flight"):
         queue.finish(first)
     queue.put_back(second)
-    assert queue.waiting == 1 and queue.take(0) is second
+    assert queue.waiting == 1 and queue.take() is second
     queue.finish(second)
-    assert queue.finished and queue.take(5) is None, "a finished queue answers at once"
+    assert queue.finished and queue.take() is None
 
 
 def test_a_lost_sample_goes_first_in_line_until_its_retries_are_spent():
     queue = SampleQueue(tasks(3), retries=1)
-    lost = queue.take(0)
+    lost = queue.take()
     assert queue.lost(lost, "gpu0") is True
-    assert queue.take(0) is lost, "re-queued at the front"
+    assert queue.take() is lost, "re-queued at the front"
     assert queue.lost(lost, "gpu1") is False, "lost twice with one retry: the caller records it"
     assert lost.lost_on == ["gpu0", "gpu1"] and queue.waiting == 2
     queue.finish(lost)
-    assert [queue.take(0).sample.id, queue.take(0).sample.id] == ["s1", "s2"]
+    assert [queue.take().sample.id, queue.take().sample.id] == ["s1", "s2"]
     with pytest.raises(ValueError):
         SampleQueue([], retries=-1)
 

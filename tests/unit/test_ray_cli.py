@@ -1,5 +1,5 @@
-"""``wan-accel bench --ray`` without Ray installed and with flags that do not go together: one readable message each,
-and the plain client never imports Ray."""
+"""``wan-accel bench`` on Ray without Ray installed (``--ray``, or two or more ``--server``) and with flags that do
+not go together: one readable message each, before any work; the plain client never imports Ray."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wan_accel.cli import main
-from wan_accel.ray_cli import RAY_MISSING
+from wan_accel.ray_cli import RAY_MISSING, SERVERS_NEED_RAY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,9 +42,21 @@ def test_a_missing_ray_is_one_message_with_the_install_command(pairs, comfyui, t
     assert "pip install 'wan-accel[ray]'" in err
 
 
+def test_two_servers_without_ray_are_one_message_before_any_work(pairs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    listing = tmp_path / "servers.txt"
+    listing.write_text("127.0.0.1:8190\n", encoding="utf-8")
+    code, err = run(["bench", "--server", "127.0.0.1:8188", "--server", "127.0.0.1:8189", "--servers", str(listing),
+                     "--pairs", str(pairs), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and err == f"wan-accel: error: {SERVERS_NEED_RAY.format(count=3)}\n"
+    assert "pip install 'wan-accel[ray]', or give one --server" in err
+    assert not (tmp_path / "out").exists(), "nothing was prepared"
+
+
 @pytest.mark.parametrize("extra, message", [
-    (["--ray", "--server", "http://127.0.0.1:8188"], "--ray starts a ComfyUI per worker and --server/--servers use "
-                                                     "servers you run: pass one or the other"),
+    (["--ray", "--server", "http://127.0.0.1:8188", "--comfyui", "X", "--ray-workers", "2"],
+     "--ray with --server/--servers runs one Ray worker per given server, and --comfyui, --ray-workers start "
+     "servers of their own: pass one or the other"),
     (["--ray"], "--ray needs --comfyui DIR"),
     (["--comfyui", "X", "--ray-workers", "2"], "--comfyui, --ray-workers need --ray"),
     (["--ray", "--comfyui", "/nonexistent"], "--comfyui /nonexistent: no main.py there"),
@@ -55,7 +67,7 @@ def test_flags_that_do_not_go_together_are_usage_errors(extra, message, pairs, t
 
 
 def test_the_plain_client_never_imports_ray():
-    done = subprocess.run([sys.executable, "-c", "import sys, wan_accel.cli, wan_accel.ray_cli; "
-                                                 "print('ray' in sys.modules)"],
+    done = subprocess.run([sys.executable, "-c", "import sys, wan_accel.cli, wan_accel.ray_cli, "
+                                                 "wan_accel.batch.one_server; print('ray' in sys.modules)"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

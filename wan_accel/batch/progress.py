@@ -2,17 +2,27 @@
 
 On a terminal the server lines and the bar stay at the bottom and redraw in place, messages scroll above them. In
 a log or a pipe every message is a line, a server line is written when a node finishes its steps or warns, and the
-bar after each finished sample. Thread-safe: every server's thread reports here.
+bar after each finished sample. Thread-safe (the Ray driver and its progress polls report here).
 """
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Sequence, TextIO
+from typing import Protocol, Sequence, TextIO
 
 from ..client import ProgressEvent
 
 BAR_WIDTH = 24
+
+
+class Display(Protocol):
+    """Where a batch reports: messages, progress per server or worker, the overall count."""
+
+    def message(self, text: str) -> None: ...
+
+    def progress(self, server: str, sample_id: str, event: ProgressEvent) -> None: ...
+
+    def overall(self, done: int, failed: int, total: int) -> None: ...
 
 
 def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
@@ -22,7 +32,7 @@ def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
 
 
 class BatchDisplay:
-    """The :class:`~wan_accel.batch.dispatch.Display` of ``wan-accel bench``."""
+    """The :class:`Display` of ``wan-accel bench``."""
 
     def __init__(self, servers: Sequence[str], stream: TextIO = sys.stdout):
         self.stream = stream

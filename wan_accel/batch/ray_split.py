@@ -4,8 +4,10 @@ Stage-A workers run steps [0, K) of each sample and hand its latent payload to a
 most one waiting payload per stage-B worker: an A worker takes a new sample only while the queue has room); stage-B
 workers take payloads from it and finish the samples. Both stages stay busy across the batch, and each worker only
 ever runs its own stage, so with Wan 2.2's ``wan22_reference`` split each keeps its own expert resident. Results,
-resume, progress, Ctrl-C and the ``/history`` audit are :class:`~wan_accel.batch.ray_batch.RayBatch`'s; each
-result also names the workers that ran stage A and stage B. A sample whose stage B is lost goes back to stage A.
+resume, progress, Ctrl-C, down servers and the ``/history`` audit are :class:`~wan_accel.batch.ray_batch.RayBatch`'s;
+each result also names the workers that ran stage A and stage B. A sample whose stage B is lost goes back to stage A.
+The workers own their servers (``bench --ray --split-at K``) or wrap given pairs (``--split-at K --server A --server
+B ...``: the first of each pair runs stage A, the second stage B).
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..client_files import save
-from .dispatch import Display
+from .progress import Display
 from .queue import SampleQueue, Task
-from .ray_batch import RayBatch, RayWorker, drive, resume_batch
+from .ray_batch import Patience, RayBatch, drive, resume_batch
+from .ray_pool import RayWorker
 from .ray_worker import SampleReply
 from .results import BenchSummary, ResultsWriter
 from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
@@ -46,8 +49,8 @@ class RaySplitBatch(RayBatch):
 
     def __init__(self, writer: ResultsWriter, queue: SampleQueue, stage_a: list[RayWorker],
                  stage_b: list[RayWorker], metrics: Sequence[QualityMetric], display: Display, total: int,
-                 videos: Path, overwrite: bool, split_at: int, transfer: str):
-        super().__init__(writer, queue, [*stage_a, *stage_b], metrics, display, total, videos, overwrite)
+                 videos: Path, overwrite: bool, split_at: int, transfer: str, patience: Patience = Patience()):
+        super().__init__(writer, queue, [*stage_a, *stage_b], metrics, display, total, videos, overwrite, patience)
         self.stage_a, self.stage_b = stage_a, stage_b
         self.split_at, self.transfer = split_at, transfer
         self.handoffs: deque[Handoff] = deque()
@@ -56,7 +59,7 @@ class RaySplitBatch(RayBatch):
 
     def _dispatch(self) -> None:
         for worker in self.stage_b:
-            if self._idle(worker) and self.handoffs:
+            if worker.idle and self.handoffs:
                 handoff = self.handoffs.popleft()
                 self.carrying[worker.label] = handoff
                 worker.task, worker.ref = handoff.task, worker.actor.stage_b.remote(
@@ -64,17 +67,17 @@ class RaySplitBatch(RayBatch):
                 self.display.message(f"sample {handoff.task.index}/{self.total}: {handoff.task.sample.id} stage B "
                                      f"on {worker.label}")
         for worker in self.stage_a:
-            if not self._idle(worker) or len(self.handoffs) >= self.depth:
+            if not worker.idle or len(self.handoffs) >= self.depth:
                 continue
-            task = self.queue.take(0)
+            task = self.queue.take()
             if task is None:
                 return
             worker.task, worker.ref = task, worker.actor.stage_a.remote(task.sample, self.split_at, self.transfer)
             self.display.message(f"sample {task.index}/{self.total}: {task.sample.id} stage A on {worker.label}")
 
-    @staticmethod
-    def _idle(worker: RayWorker) -> bool:
-        return not worker.left_out and worker.ref is None and worker.probe is None
+    def stages(self) -> list[list[RayWorker]]:
+        """Stage A and stage B: the batch stops when either has no server left."""
+        return [self.stage_a, self.stage_b]
 
     def _succeeded(self, worker: RayWorker, task: Task, reply: SampleReply) -> None:
         if any(worker is w for w in self.stage_a):
@@ -95,13 +98,13 @@ class RaySplitBatch(RayBatch):
 
 def run_ray_split(samples: Sequence[Sample], stage_a: Sequence[RayWorker], stage_b: Sequence[RayWorker],
                   results_path: Path, videos: Path, config: Mapping[str, Any], metrics: Sequence[QualityMetric],
-                  display: Display, retries: int, split_at: int, transfer: str,
-                  overwrite: bool = False) -> BenchSummary:
+                  display: Display, retries: int, split_at: int, transfer: str, overwrite: bool = False,
+                  patience: Patience = Patience()) -> BenchSummary:
     """Generates every sample not already successful in ``results_path``, split at ``split_at``: stage A on the
     ``stage_a`` workers, stage B on the ``stage_b`` workers, pipelined."""
     writer, queue = resume_batch(samples, results_path, config, display, retries)
     display.message(f"split at step {split_at}, {transfer} transfer: stage A on "
                     f"{', '.join(w.label for w in stage_a)}, stage B on {', '.join(w.label for w in stage_b)}")
     batch = RaySplitBatch(writer, queue, list(stage_a), list(stage_b), metrics, display, len(samples), videos,
-                          overwrite, split_at, transfer)
+                          overwrite, split_at, transfer, patience)
     return drive(batch, writer, [w.label for w in stage_b])

@@ -1,10 +1,13 @@
-"""One Ray worker of ``wan-accel bench --ray``: an actor that owns one ComfyUI server on its node and runs samples.
+"""The Ray workers of ``wan-accel bench``: actors that each run samples on one ComfyUI server.
 
-The actor starts the server in its constructor (``wan_accel.launcher``: free loopback port, only the GPU Ray gave
-it through ``CUDA_VISIBLE_DEVICES``, ``--cpu`` without one, its own input/output/temp/user folders), so a Ray
-restart of the actor is a fresh server. A server that stops answering during a sample makes the actor exit: Ray
-restarts it (``max_restarts``) and retries the sample (``max_task_retries``). Outputs travel back as bytes, so the
-driver writes every file and the one ``results.json``. Imported only by :mod:`wan_accel.batch.ray_batch` (needs Ray).
+:class:`BenchWorker` (``bench --ray --comfyui DIR``) owns its server: it starts it in its constructor
+(``wan_accel.launcher``: free loopback port, only the GPU Ray gave it through ``CUDA_VISIBLE_DEVICES``, ``--cpu``
+without one, its own input/output/temp/user folders), so a Ray restart of the actor is a fresh server; a server that
+stops answering during a sample makes the actor exit, and Ray restarts it (``max_restarts``) and retries the sample
+(``max_task_retries``). :class:`ServerWorker` (``bench --server A --server B ...``) wraps a server you run and never
+starts, stops or restarts it: a sample whose server stops answering comes back ``lost``, for the driver to give to
+another worker while it checks this server again. Outputs travel back as bytes, so the driver writes every file and
+the one ``results.json``. Imported only where Ray is installed (the ``ray`` extra).
 """
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ from ..client import ProgressEvent
 from ..errors import MalformedReply, WanAccelError
 from ..graph_fill import Overrides
 from ..launcher import LocalComfyUI
-from .dispatch import FAULTS, UNUSABLE
+from .faults import FAULTS, UNUSABLE
 from .samples import JobOutcome, Sample
 from .server_history import PromptRun, prompt_runs, read_history
-from .servers import ComfyBenchServer
+from .servers import ComfyBenchServer, check_graph
 from .split_batch import sample_graphs, stage_a_outcome, stage_b_outcome
 
 WORKER_FOLDERS = ("input", "output", "temp", "user")
@@ -36,20 +39,32 @@ Job = Callable[[Path, Callable[[ProgressEvent], None]], JobOutcome]
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """Where a worker runs: its node, its process, its server, the GPUs Ray gave it, its server's start-up time."""
+    """Where a worker runs: its node, its process, its server (the server's pid when the worker owns it), the GPUs
+    Ray gave it, its server's start-up time (0 for a server it wraps)."""
 
     node: str
     pid: int
     server_url: str
-    server_pid: int
+    server_pid: int | None
     gpus: tuple[str, ...]
     startup_seconds: float
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A worker's start-up check: where it runs, the problem as text (None: ready; text, not the exception, so the
+    driver needs no unpickling of our error types), and whether the problem is that its server does not answer."""
+
+    info: WorkerInfo
+    problem: str | None = None
+    down: bool = False
 
 
 @dataclass
 class SampleReply:
     """What one sample gave on a worker: ``status`` ok / failed (recorded as failed) / left_out (the worker cannot
-    run this workflow; the sample goes back unless ``recorded``) / interrupted (Ctrl-C: the sample goes back)."""
+    run this workflow; the sample goes back unless ``recorded``) / lost (the server it wraps stopped answering: the
+    sample goes to another worker) / interrupted (Ctrl-C: the sample goes back)."""
 
     status: str
     worker: WorkerInfo
@@ -63,39 +78,33 @@ class SampleReply:
     recorded: bool = False
 
 
-@ray.remote(concurrency_groups={"control": 1})
-class BenchWorker:
-    """The actor: its server, one sample at a time (default group), progress and interrupt beside it ("control")."""
+class SampleRunner:
+    """What both actors share: the bench server, the start-up check, one sample at a time (whole or one split
+    stage), progress, interrupt and history. A subclass sets ``info`` and says what a server lost mid-sample means."""
 
-    def __init__(self, comfyui_dir: str, python: str | None, base_dir: str | None, template: Mapping[str, Any],
-                 base: Overrides, timeout: float, start_timeout: float):
-        gpus = tuple(str(g) for g in ray.get_gpu_ids())
-        self.scratch = Path(tempfile.mkdtemp(prefix="wan-accel-ray-worker-"))
-        folders = []
-        for name in WORKER_FOLDERS:   # two workers sharing one --comfyui-base never share these
-            (self.scratch / name).mkdir()
-            folders += [f"--{name}-directory", str(self.scratch / name)]
-        self.comfyui = LocalComfyUI(Path(comfyui_dir), python, cpu=not gpus,
-                                    base_dir=Path(base_dir) if base_dir else None, extra_args=folders,
-                                    start_timeout=start_timeout).start()
-        self.server = ComfyBenchServer(self.comfyui.url, template, base, self.scratch / "downloads", timeout,
-                                       overwrite=True)
-        self.info = WorkerInfo(ray.util.get_node_ip_address(), os.getpid(), self.comfyui.url,
-                               self.comfyui.process.pid, gpus, round(self.comfyui.startup_seconds, 3))
+    def _start_runner(self, url: str, template: Mapping[str, Any], base: Overrides, timeout: float, scratch: Path,
+                      checked: Mapping[str, Any] | None) -> None:
+        """The bench server on ``url``; ``checked`` is the graph the start-up check checks (None: the workflow)."""
+        self.scratch, self.checked = scratch, checked
+        self.server = ComfyBenchServer(url, template, base, scratch / "downloads", timeout, overwrite=True)
         self.latest: tuple[str, ProgressEvent] | None = None
         self.stopping = threading.Event()
 
-    def ready(self) -> tuple[WorkerInfo, str | None]:
-        """The start-up check ``bench`` does (reachable, node types, model files): its error as text, or None.
-        Text, not the exception: the driver needs no unpickling of our error types."""
+    def ready(self) -> Readiness:
+        """The start-up check ``bench`` does: reachable, node types, model files."""
         try:
-            self.server.check()
+            if self.checked is None:
+                self.server.check()
+            else:
+                check_graph(self.server.client, self.checked)
+        except FAULTS as exc:
+            return Readiness(self.info, str(exc), down=True)
         except WanAccelError as exc:
-            return self.info, str(exc)
-        return self.info, None
+            return Readiness(self.info, str(exc))
+        return Readiness(self.info)
 
     def generate(self, sample: Sample) -> SampleReply:
-        """Runs one sample; its files come back as bytes. A server that stopped answering ends this process."""
+        """Runs one sample; its files come back as bytes."""
         return self._guarded(sample, lambda folder, progress: self._whole(sample, folder, progress))
 
     def stage_a(self, sample: Sample, split_at: int, transfer: str) -> SampleReply:
@@ -121,17 +130,16 @@ class BenchWorker:
         return self.server.generate(sample, progress)
 
     def _guarded(self, sample: Sample, job: Job) -> SampleReply:
-        """Runs ``job`` for ``sample`` in a folder of its own; the outcome's files come back as bytes. A server that
-        stopped answering ends this process."""
+        """Runs ``job`` for ``sample`` in a folder of its own; the outcome's files come back as bytes."""
         started = time.time()
         downloads = self.scratch / "downloads" / sample.id
         downloads.mkdir(parents=True, exist_ok=True)
         try:
             outcome = job(downloads, lambda event: setattr(self, "latest", (sample.id, event)))
-        except FAULTS:
+        except FAULTS as exc:
             if self.stopping.is_set():
                 return SampleReply("interrupted", self.info, started, time.time())
-            self._exit_for_restart()
+            return self._server_lost(started, exc)
         except UNUSABLE as exc:
             recorded = isinstance(exc, MalformedReply) and not self.stopping.is_set()
             return SampleReply("left_out", self.info, started, time.time(), error=str(exc), recorded=recorded)
@@ -144,6 +152,9 @@ class BenchWorker:
         shutil.rmtree(downloads, ignore_errors=True)
         return SampleReply("ok", self.info, started, time.time(), outcome.seconds, outcome.queue_seconds,
                            outcome.host_seconds, files)
+
+    def _server_lost(self, started: float, fault: WanAccelError) -> SampleReply:
+        raise NotImplementedError
 
     @ray.method(concurrency_group="control")
     def progress(self) -> tuple[str, ProgressEvent] | None:
@@ -158,16 +169,57 @@ class BenchWorker:
 
     @ray.method(concurrency_group="control")
     def history(self) -> list[PromptRun]:
-        """The prompts this worker's server ran, from its ``/history``."""
-        return prompt_runs(read_history(self.comfyui.url))
+        """The prompts this worker queued on its server, from the server's ``/history``."""
+        return prompt_runs(read_history(self.server.client.base_url), self.server.client.client_id)
+
+
+@ray.remote(concurrency_groups={"control": 1})
+class BenchWorker(SampleRunner):
+    """The actor owning its server: one sample at a time (default group), progress and interrupt beside it
+    ("control")."""
+
+    def __init__(self, comfyui_dir: str, python: str | None, base_dir: str | None, template: Mapping[str, Any],
+                 base: Overrides, timeout: float, start_timeout: float):
+        gpus = tuple(str(g) for g in ray.get_gpu_ids())
+        scratch = Path(tempfile.mkdtemp(prefix="wan-accel-ray-worker-"))
+        folders = []
+        for name in WORKER_FOLDERS:   # two workers sharing one --comfyui-base never share these
+            (scratch / name).mkdir()
+            folders += [f"--{name}-directory", str(scratch / name)]
+        self.comfyui = LocalComfyUI(Path(comfyui_dir), python, cpu=not gpus,
+                                    base_dir=Path(base_dir) if base_dir else None, extra_args=folders,
+                                    start_timeout=start_timeout).start()
+        self._start_runner(self.comfyui.url, template, base, timeout, scratch, None)
+        self.info = WorkerInfo(ray.util.get_node_ip_address(), os.getpid(), self.comfyui.url,
+                               self.comfyui.process.pid, gpus, round(self.comfyui.startup_seconds, 3))
 
     def stop(self) -> None:
         """Stops the server and deletes the worker's folders (the end of the batch)."""
         self.comfyui.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _exit_for_restart(self) -> None:
+    def _server_lost(self, started: float, fault: WanAccelError) -> SampleReply:
         """Ends this actor's process, so Ray starts a fresh one (and server) and retries the sample there."""
         self.comfyui.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
         os._exit(1)
+
+
+@ray.remote(concurrency_groups={"control": 1})
+class ServerWorker(SampleRunner):
+    """The actor wrapping a server you run (``--server URL``): it never starts, stops or restarts it."""
+
+    def __init__(self, url: str, template: Mapping[str, Any], base: Overrides, timeout: float,
+                 checked: Mapping[str, Any] | None):
+        self._start_runner(url, template, base, timeout, Path(tempfile.mkdtemp(prefix="wan-accel-ray-server-")),
+                           checked)
+        self.info = WorkerInfo(ray.util.get_node_ip_address(), os.getpid(), self.server.client.base_url, None, (),
+                               0.0)
+
+    def stop(self) -> None:
+        """Deletes the worker's folders (the end of the batch); the server goes on."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _server_lost(self, started: float, fault: WanAccelError) -> SampleReply:
+        """The server stopped answering: the sample comes back ``lost``; the driver checks the server again."""
+        return SampleReply("lost", self.info, started, time.time(), error=str(fault))

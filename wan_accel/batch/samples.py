@@ -4,7 +4,8 @@ sample, quality metrics.
 The time of a sample is its generation time: from the host starting the prompt to its end, model loads included;
 time spent queued behind other clients' prompts is recorded apart and not scored. Quality metrics plug in through
 :class:`QualityMetric` (``--metric``) when their models are available. The results file is
-:mod:`wan_accel.batch.results`, the batch over one or many servers :mod:`wan_accel.batch.dispatch`.
+:mod:`wan_accel.batch.results`, the batch on one server :mod:`wan_accel.batch.one_server`, on several
+:mod:`wan_accel.batch.ray_batch`.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 A bench names its outputs ``wan_accel/bench/<sample id>`` (:mod:`wan_accel.batch.servers`), which ComfyUI saves as
 ``<sample id>_00001_.<ext>``; the history's ``execution_start`` / ``execution_success`` stamps are the server's own
-milliseconds. ``wan-accel bench --ray`` checks with it that no sample ran twice; ``benchmarks/ray_vs_queue.py``
-measures the idle gap between a server's prompts with it.
+milliseconds. A bench on Ray checks with it that no sample ran twice; ``benchmarks/ray_wrap_vs_own.py`` measures
+the idle gap between a server's prompts with it. Each entry's ``prompt`` holds the ``client_id`` that queued it, so a
+worker counts only its own prompts on a server that also ran others.
 """
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ def read_history(url: str, timeout: float = 30.0) -> Mapping[str, Any]:
         return json.loads(reply.read())
 
 
-def prompt_runs(history: Mapping[str, Any]) -> list[PromptRun]:
-    """The prompts of a ``/history`` reply, ordered by when they started."""
+def prompt_runs(history: Mapping[str, Any], client_id: str | None = None) -> list[PromptRun]:
+    """The prompts of a ``/history`` reply (only those ``client_id`` queued, when given), ordered by when they
+    started."""
     runs = []
     for entry in history.values():
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, Mapping) or (client_id is not None and _client_of(entry) != client_id):
             continue
         status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
         stamps = {event: data.get("timestamp") for event, data in status_messages(entry)}
@@ -53,6 +55,13 @@ def prompt_runs(history: Mapping[str, Any]) -> list[PromptRun]:
                               start / 1000 if isinstance(start, (int, float)) else None,
                               end / 1000 if isinstance(end, (int, float)) else None))
     return sorted(runs, key=lambda run: run.started if run.started is not None else float("inf"))
+
+
+def _client_of(entry: Mapping[str, Any]) -> str | None:
+    """The ``client_id`` of a history entry: its ``prompt`` is [number, id, graph, extra_data, outputs]."""
+    prompt = entry.get("prompt")
+    extra = prompt[3] if isinstance(prompt, (list, tuple)) and len(prompt) > 3 else None
+    return extra.get("client_id") if isinstance(extra, Mapping) else None
 
 
 def successes_per_sample(runs: Sequence[PromptRun]) -> dict[str, int]:

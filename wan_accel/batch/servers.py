@@ -1,5 +1,5 @@
-"""The ComfyUI servers of a batch: the list from ``--server`` and ``--servers FILE``, and one server as the
-dispatcher drives it (start-up check, one sample, interrupt)."""
+"""The ComfyUI servers of a batch: the list from ``--server`` and ``--servers FILE``, and one server as a batch
+drives it (start-up check, one sample, interrupt): the one-server loop in this process, or a Ray worker."""
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +59,7 @@ def sample_overrides(base: Overrides, sample: Sample) -> Overrides:
 
 
 class ComfyBenchServer:
-    """One ComfyUI server running samples of one workflow for the dispatcher."""
+    """One ComfyUI server running samples of one workflow for a batch."""
 
     def __init__(self, url: str, template: Mapping[str, Any], base: Overrides, out_dir: Path, timeout: float,
                  overwrite: bool = False):
@@ -90,8 +90,9 @@ class ComfyBenchServer:
         return JobOutcome(execution.seconds, execution.queue_seconds, execution.host_seconds(), paths)
 
     def interrupt(self) -> None:
-        """Interrupts the prompt in flight through a client of its own (the worker thread owns ``self.client``);
-        a prompt queued after this call is interrupted by the worker at its first message."""
+        """Interrupts the prompt in flight through a client of its own (called from a Ray worker's control thread
+        while its sample thread owns ``self.client``); a prompt queued after this call is interrupted at its first
+        message."""
         self._stopping.set()
         prompt_id = self.client.prompt_in_flight
         if prompt_id is not None:
