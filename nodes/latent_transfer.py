@@ -1,4 +1,5 @@
-"""Nodes "Export Latent" and "Import Latent": the two ends of a denoising run split across two servers.
+"""Nodes "Export Latent" and "Import Latent": the two ends of a split of the host's two chained KSamplerAdvanced
+(Wan 2.2's experts) across two servers, at their switch. One KSampler splits through :mod:`nodes.split_sampler`.
 
 Stage A ends in Export Latent: the latent its KSamplerAdvanced returned with leftover noise after ``split_step``
 steps is written as a checksummed payload (``wan_accel_kernels/latent_payload.py``) into the output folder and
@@ -8,29 +9,15 @@ B's KSamplerAdvanced finishes the schedule without adding noise.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
-import folder_paths
 from comfy_api.latest import io
 
 from ..wan_accel_kernels.latent_payload import FORMATS, PayloadError, RunKey, decode_payload, encode_payload
+from .payload_files import payload_fingerprint, payload_path, payload_problem, save_payload
 
-PAYLOAD_SUFFIX = ".wlat"
+EXPORT = "Export Latent"
+IMPORT = "Import Latent"
 DEFAULT_PREFIX = "wan_accel/split/latent"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-
-
-def payload_path(name: str, node: str = "Import Latent") -> Path:
-    """The file a payload name (relative to the input folder, as an upload returns it) points to; a ``ValueError``
-    naming ``node`` when it leaves the input folder."""
-    root = Path(folder_paths.get_input_directory()).resolve()
-    path = (root / name).resolve()
-    if os.path.commonpath((root, path)) != str(root):
-        raise ValueError(f"{node}: payload {name!r} is outside the input folder; "
-                         f"give the name the upload returned, e.g. wan_accel/latent_00001_{PAYLOAD_SUFFIX}")
-    return path
 
 
 def _run_inputs() -> list[io.Input]:
@@ -73,21 +60,17 @@ class ExportLatent(io.ComfyNode):
     def execute(cls, samples, transfer: str, seed: int, steps: int, split_step: int,
                 filename_prefix: str) -> io.NodeOutput:
         if samples.get("noise_mask") is not None:
-            raise ValueError("Export Latent: the latent has a noise mask (inpainting), "
+            raise ValueError(f"{EXPORT}: the latent has a noise mask (inpainting), "
                              "which a split run does not carry; run this workflow on one server")
         try:
             payload = encode_payload(samples["samples"], transfer, seed, steps, split_step)
         except PayloadError as exc:
-            raise ValueError(f"Export Latent: {exc}") from None
-        output_dir = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
-        file_name = f"{name}_{counter:05}_{PAYLOAD_SUFFIX}"
-        Path(folder, file_name).write_bytes(payload)
+            raise ValueError(f"{EXPORT}: {exc}") from None
+        file_name, files = save_payload(payload, filename_prefix)
         shape = list(samples["samples"].shape)
         text = (f"exported latent {shape} after step {split_step} of {steps} as {transfer}: {len(payload)} bytes "
                 f"({file_name})")
-        return io.NodeOutput(ui={"latents": [{"filename": file_name, "subfolder": subfolder, "type": "output"}],
-                                 "text": [text]})
+        return io.NodeOutput(ui={**files, "text": [text]})
 
 
 class ImportLatent(io.ComfyNode):
@@ -116,30 +99,18 @@ class ImportLatent(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, payload: str | None = None) -> bool | str:
         """Refuses, at queue time, a payload name that is missing or outside the input folder."""
-        if payload is None:
-            return True
-        try:
-            path = payload_path(payload)
-        except ValueError as exc:
-            return str(exc)
-        if not path.is_file():
-            return (f"Import Latent: payload {payload!r} is not in the input folder; "
-                    f"upload the file stage A's Export Latent wrote")
-        return True
+        return payload_problem(payload, IMPORT, f"stage A's {EXPORT}")
 
     @classmethod
     def fingerprint_inputs(cls, payload: str, **_) -> str:
         """The payload's own hash: a new file under the same name runs the node again."""
-        try:
-            return hashlib.sha256(payload_path(payload).read_bytes()).hexdigest()
-        except (OSError, ValueError):
-            return payload
+        return payload_fingerprint(payload, IMPORT)
 
     @classmethod
     def execute(cls, payload: str, like, seed: int, steps: int, split_step: int) -> io.NodeOutput:
         expected = RunKey(tuple(like["samples"].shape), seed, steps, split_step)
         try:
-            latent = decode_payload(payload_path(payload).read_bytes(), expected, source=f"payload {payload}")
+            latent = decode_payload(payload_path(payload, IMPORT).read_bytes(), expected, source=f"payload {payload}")
         except PayloadError as exc:
-            raise ValueError(f"Import Latent: {exc}") from None
+            raise ValueError(f"{IMPORT}: {exc}") from None
         return io.NodeOutput({"samples": latent})

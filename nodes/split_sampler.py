@@ -9,17 +9,13 @@ the rest: with fp32 transfer its latent equals one KSampler over the whole sched
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import comfy.patcher_extension
 import comfy.samplers
-import folder_paths
 import nodes as host_nodes
 from comfy_api.latest import io
 
 from ..wan_accel_kernels.latent_payload import FORMATS, PayloadError, RunKey, decode_history, encode_history
-from .latent_transfer import PAYLOAD_SUFFIX, payload_path
+from .payload_files import payload_fingerprint, payload_path, payload_problem, save_payload
 from .split_history import WRAPPER_KEY, HistoryRecorder, HistoryReplayer
 
 DEFAULT_PREFIX = "wan_accel/split/history"
@@ -105,14 +101,10 @@ class SplitSamplerStageA(io.ComfyNode):
                                      run_key(latent_image, seed, steps, split_step, sampler_name, scheduler, cfg))
         except PayloadError as exc:
             raise ValueError(f"{STAGE_A}: {exc}") from None
-        output_dir = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
-        file_name = f"{name}_{counter:05}_{PAYLOAD_SUFFIX}"
-        Path(folder, file_name).write_bytes(payload)
+        file_name, files = save_payload(payload, filename_prefix)
         text = (f"exported {len(recorder.outputs)} prediction(s) {list(recorder.outputs[0].shape)} before step "
                 f"{split_step} of {steps} as {transfer}: {len(payload)} bytes ({file_name})")
-        return io.NodeOutput(ui={"latents": [{"filename": file_name, "subfolder": subfolder, "type": "output"}],
-                                 "text": [text]})
+        return io.NodeOutput(ui={**files, "text": [text]})
 
 
 class SplitSamplerStageB(io.ComfyNode):
@@ -140,24 +132,12 @@ class SplitSamplerStageB(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, payload: str | None = None) -> bool | str:
         """Refuses, at queue time, a payload name that is missing or outside the input folder."""
-        if payload is None:
-            return True
-        try:
-            path = payload_path(payload, STAGE_B)
-        except ValueError as exc:
-            return str(exc)
-        if not path.is_file():
-            return (f"Split Sampler (stage B): payload {payload!r} is not in the input folder; upload the file "
-                    f"Split Sampler (stage A) wrote")
-        return True
+        return payload_problem(payload, STAGE_B, STAGE_A)
 
     @classmethod
     def fingerprint_inputs(cls, payload: str, **_) -> str:
         """The payload's own hash: a new file under the same name runs the node again."""
-        try:
-            return hashlib.sha256(payload_path(payload, STAGE_B).read_bytes()).hexdigest()
-        except (OSError, ValueError):
-            return payload
+        return payload_fingerprint(payload, STAGE_B)
 
     @classmethod
     def execute(cls, model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive,
