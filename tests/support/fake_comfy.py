@@ -10,6 +10,7 @@ free one; a given port serves again where a closed fake was (a server that comes
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -17,9 +18,13 @@ import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SUCCESS = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
+           {"type": "execution_success", "data": {"prompt_id": "p1"}}]
+"""The websocket messages of a prompt that starts and succeeds."""
 HISTORY_OK = {
     "outputs": {"15": {"images": [{"filename": "x_00001_.mp4", "subfolder": "wan_accel", "type": "output"}],
                        "animated": [True]},
@@ -161,3 +166,14 @@ def fake_for_graph(ws_messages: list, port: int = 0) -> FakeComfy:
     server.object_info["WanAccelLoadDiTGGUF"]["input"]["required"]["unet_name"][1]["options"].append("wan.gguf")
     server.ws_messages = list(ws_messages)
     return server
+
+
+@contextlib.contextmanager
+def two_succeeding_fakes() -> Iterator[list[FakeComfy]]:
+    """Two started fakes (:func:`fake_for_graph`) whose prompts succeed, closed on exit."""
+    servers = [fake_for_graph(SUCCESS), fake_for_graph(SUCCESS)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.close()

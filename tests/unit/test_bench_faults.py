@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_comfy import API_GRAPH as GRAPH
-from tests.support.fake_comfy import HISTORY_OK, fake_for_graph
+from tests.support.fake_comfy import HISTORY_OK, SUCCESS, two_succeeding_fakes
 from wan_accel.batch.faults import Unforeseen
 from wan_accel.batch.samples import Sample
 from wan_accel.batch.one_server import run_one_server
@@ -21,8 +21,6 @@ from wan_accel.errors import MalformedReply, UsageError, WanAccelError
 from wan_accel.graph_fill import Overrides
 
 BOUND_SECONDS = 15.0
-SUCCESS = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
-           {"type": "execution_success", "data": {"prompt_id": "p1"}}]
 
 
 def _progress(value) -> dict:
@@ -67,10 +65,8 @@ class Record:
 
 @pytest.fixture
 def fakes():
-    servers = [fake_for_graph(SUCCESS), fake_for_graph(SUCCESS)]
-    yield servers
-    for server in servers:
-        server.close()
+    with two_succeeding_fakes() as servers:
+        yield servers
 
 
 def _samples(tmp_path: Path, count: int) -> list[Sample]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_comfy import API_GRAPH, fake_for_graph
+from tests.support.fake_comfy import API_GRAPH, SUCCESS, fake_for_graph, two_succeeding_fakes
 from wan_accel.batch.faults import NoServerLeft
 from wan_accel.batch.samples import Sample
 from wan_accel.batch.servers import server_name
@@ -29,8 +29,6 @@ ray = pytest.importorskip("ray")
 from wan_accel.batch import ray_batch, ray_pool  # noqa: E402  (needs Ray)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SUCCESS = [{"type": "execution_start", "data": {"prompt_id": "p1"}},
-           {"type": "execution_success", "data": {"prompt_id": "p1"}}]
 PATIENCE = ray_batch.Patience(probe_seconds=0.05, give_up_seconds=30.0)
 
 
@@ -46,10 +44,8 @@ def ray_address() -> str:
 
 @pytest.fixture
 def fakes():
-    servers = [fake_for_graph(SUCCESS), fake_for_graph(SUCCESS)]
-    yield servers
-    for server in servers:
-        server.close()
+    with two_succeeding_fakes() as servers:
+        yield servers
 
 
 class Record:
