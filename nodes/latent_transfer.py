@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..wan_accel_kernels.latent_payload import FORMATS, PayloadError, RunKey, decode_payload, encode_payload
-from .payload_files import payload_fingerprint, payload_path, payload_problem, save_payload
+from ..wan_accel_kernels.latent_payload import PayloadError, RunKey, decode_payload, encode_payload
+from .payload_files import (payload_fingerprint, payload_path, payload_problem, prefix_input, save_payload,
+                            transfer_input)
 
 EXPORT = "Export Latent"
 IMPORT = "Import Latent"
@@ -45,12 +46,9 @@ class ExportLatent(io.ComfyNode):
                         "seed, steps and split step so stage B's Import Latent refuses a payload of another run.",
             inputs=[
                 io.Latent.Input("samples", tooltip="Stage A's KSamplerAdvanced output (return_with_leftover_noise)."),
-                io.Combo.Input("transfer", options=list(FORMATS), default="fp32",
-                               tooltip="fp32: 4 bytes a value, bit-exact; bf16: 2; int8: about 1 (a float32 scale "
-                                       "per 64 values); int8-channel: 1 (a scale per channel)."),
+                transfer_input(),
                 *_run_inputs(),
-                io.String.Input("filename_prefix", default=DEFAULT_PREFIX,
-                                tooltip="Where in the output folder the payload is written."),
+                prefix_input(DEFAULT_PREFIX),
             ],
             outputs=[],
             is_output_node=True,

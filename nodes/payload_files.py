@@ -1,5 +1,5 @@
 """Where the split nodes' payload files live: written into the output folder (stage A), read from the input folder
-(stage B), with the queue-time check and the cache fingerprint both readers share."""
+(stage B), with the inputs both writers take, and the queue-time check and cache fingerprint both readers share."""
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import folder_paths
+from comfy_api.latest import io
+
+from ..wan_accel_kernels.latent_payload import FORMATS
 
 PAYLOAD_SUFFIX = ".wlat"
+
+
+def transfer_input() -> io.Input:
+    """The transfer format a payload writer takes."""
+    return io.Combo.Input("transfer", options=list(FORMATS), default="fp32",
+                          tooltip="fp32: 4 bytes a value, bit-exact; bf16: 2; int8: about 1 (a float32 scale per 64 "
+                                  "values); int8-channel: 1 (a scale per channel).")
+
+
+def prefix_input(default_prefix: str) -> io.Input:
+    """Where in the output folder a payload writer writes."""
+    return io.String.Input("filename_prefix", default=default_prefix,
+                           tooltip="Where in the output folder the payload is written.")
 
 
 def payload_path(name: str, node: str) -> Path:

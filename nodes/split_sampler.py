@@ -15,7 +15,8 @@ import nodes as host_nodes
 from comfy_api.latest import io
 
 from ..wan_accel_kernels.latent_payload import FORMATS, PayloadError, RunKey, decode_history, encode_history
-from .payload_files import payload_fingerprint, payload_path, payload_problem, save_payload
+from .payload_files import (payload_fingerprint, payload_path, payload_problem, prefix_input, save_payload,
+                            transfer_input)
 from .split_history import WRAPPER_KEY, HistoryRecorder, HistoryReplayer
 
 DEFAULT_PREFIX = "wan_accel/split/history"
@@ -78,11 +79,8 @@ class SplitSamplerStageA(io.ComfyNode):
                         "quarters them (a scale per 64 values, or per channel).",
             inputs=[
                 *_sampling_inputs(),
-                io.Combo.Input("transfer", options=list(FORMATS), default="fp32",
-                               tooltip="fp32: 4 bytes a value, bit-exact; bf16: 2; int8: about 1 (a float32 scale "
-                                       "per 64 values); int8-channel: 1 (a scale per channel)."),
-                io.String.Input("filename_prefix", default=DEFAULT_PREFIX,
-                                tooltip="Where in the output folder the payload is written."),
+                transfer_input(),
+                prefix_input(DEFAULT_PREFIX),
             ],
             outputs=[],
             is_output_node=True,
