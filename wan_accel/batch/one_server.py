@@ -18,9 +18,9 @@ from ..client_ws import ProgressEvent
 from ..errors import MalformedReply, WanAccelError
 from .faults import FAULTS, UNUSABLE, Unforeseen
 from .progress import Display
-from .queue import SampleQueue, Task
-from .results import BenchSummary, ResultsWriter, summarise
-from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
+from .queue import Task, resume_batch
+from .results import BenchSummary, summarise
+from .samples import JobOutcome, QualityMetric, Sample, SampleResult, active_metrics, measure_metrics
 
 
 class BenchServer(Protocol):
@@ -35,18 +35,6 @@ class BenchServer(Protocol):
         """Runs one sample to its downloaded outputs."""
 
 
-def active_metrics(metrics: Sequence[QualityMetric], display: Display) -> list[QualityMetric]:
-    """The metrics that can run here; each one that cannot is named with its reason."""
-    active = []
-    for metric in metrics:
-        reason = metric.unavailable_reason()
-        if reason is None:
-            active.append(metric)
-        else:
-            display.message(f"metric {metric.name} skipped: {reason}")
-    return active
-
-
 def run_one_server(samples: Sequence[Sample], server: BenchServer, results_path: Path, config: Mapping[str, Any],
                    metrics: Sequence[QualityMetric], display: Display, retries: int = 2, probe_seconds: float = 5.0,
                    give_up_seconds: float = 300.0) -> BenchSummary:
@@ -54,13 +42,10 @@ def run_one_server(samples: Sequence[Sample], server: BenchServer, results_path:
 
     Raises the server's start-up error, the error of a reply that would repeat, the server's fault when it stays
     down for ``give_up_seconds``, ``KeyboardInterrupt`` on Ctrl-C; what finished is saved in every case."""
-    writer = ResultsWriter(results_path, config, samples)
-    if writer.resumed:
-        display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
-    active = active_metrics(metrics, display)
+    writer, queue = resume_batch(samples, results_path, config, display, retries)
+    active = active_metrics(metrics, display.message)
     _check(server)
     display.message(f"server {server.name}: ready")
-    queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
     ran: list[SampleResult] = []
     started = time.monotonic()
 

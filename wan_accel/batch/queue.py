@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+from .progress import Display
+from .results import ResultsWriter
 from .samples import Sample
 
 
@@ -76,3 +79,13 @@ class SampleQueue:
             raise RuntimeError(f"sample {task.sample.id} is not in flight")
         if task.sample.id in self._done:
             raise RuntimeError(f"sample {task.sample.id} is already done")
+
+
+def resume_batch(samples: Sequence[Sample], results_path: Path, config: Mapping[str, Any], display: Display,
+                 retries: int) -> tuple[ResultsWriter, SampleQueue]:
+    """The results writer (earlier results loaded, the resume said) and the queue of the samples still to run."""
+    writer = ResultsWriter(results_path, config, samples)
+    if writer.resumed:
+        display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
+    queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
+    return writer, queue

@@ -21,13 +21,12 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from ..client_files import save
 from .faults import NoServerLeft
-from .one_server import active_metrics
 from .progress import Display
-from .queue import SampleQueue, Task
+from .queue import SampleQueue, Task, resume_batch
 from .ray_pool import RayWorker, describe, first_line
 from .ray_worker import Readiness, SampleReply, WorkerInfo
 from .results import BenchSummary, ResultsWriter, summarise
-from .samples import JobOutcome, QualityMetric, Sample, SampleResult, measure_metrics
+from .samples import JobOutcome, QualityMetric, Sample, SampleResult, active_metrics, measure_metrics
 from .server_history import successes_per_sample
 from .servers import server_name
 
@@ -52,16 +51,6 @@ def run_ray_bench(samples: Sequence[Sample], workers: Sequence[RayWorker], resul
     return drive(batch, writer, [w.label for w in workers])
 
 
-def resume_batch(samples: Sequence[Sample], results_path: Path, config: Mapping[str, Any], display: Display,
-                 retries: int) -> tuple[ResultsWriter, SampleQueue]:
-    """The results writer (earlier results loaded, the resume said) and the queue of the samples still to run."""
-    writer = ResultsWriter(results_path, config, samples)
-    if writer.resumed:
-        display.message(f"resuming: {len(writer.resumed)} finished sample(s) in {results_path} are skipped")
-    queue = SampleQueue([Task(s, i) for i, s in enumerate(samples, start=1) if s.id not in writer.resumed], retries)
-    return writer, queue
-
-
 def drive(batch: "RayBatch", writer: ResultsWriter, labels: Sequence[str]) -> BenchSummary:
     """Runs ``batch`` (every in-flight prompt interrupted on Ctrl-C or an error), audits the servers' histories and
     summarises the run, counting samples per worker in ``labels``."""
@@ -84,7 +73,7 @@ class RayBatch:
                  metrics: Sequence[QualityMetric], display: Display, total: int, videos: Path, overwrite: bool,
                  patience: Patience = Patience()):
         self.writer, self.queue, self.workers, self.display = writer, queue, workers, display
-        self.metrics = active_metrics(metrics, display)
+        self.metrics = active_metrics(metrics, display.message)
         self.total, self.videos, self.overwrite, self.patience = total, videos, overwrite, patience
         self.ran: list[SampleResult] = []
         self.polls: dict[str, Any] = {}

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 
 from ..client_files import save
 from .progress import Display
-from .queue import SampleQueue, Task
-from .ray_batch import Patience, RayBatch, drive, resume_batch
+from .queue import SampleQueue, Task, resume_batch
+from .ray_batch import Patience, RayBatch, drive
 from .ray_pool import RayWorker
 from .ray_worker import SampleReply
 from .results import BenchSummary, ResultsWriter

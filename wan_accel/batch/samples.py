@@ -195,6 +195,18 @@ def first_video(paths: Sequence[Path]) -> Path | None:
     return next((Path(p) for p in paths if Path(p).suffix.lower() in VIDEO_SUFFIXES), None)
 
 
+def active_metrics(metrics: Sequence[QualityMetric], report: Callable[[str], None]) -> list[QualityMetric]:
+    """The metrics that can run here; each one that cannot is reported with its reason."""
+    active = []
+    for metric in metrics:
+        reason = metric.unavailable_reason()
+        if reason is None:
+            active.append(metric)
+        else:
+            report(f"metric {metric.name} skipped: {reason}")
+    return active
+
+
 def measure_metrics(sample: Sample, outcome: JobOutcome, metrics: Sequence[QualityMetric],
                     report: Callable[[str], None]) -> dict[str, float]:
     """Each metric's value for one generated sample; a metric that fails is reported and left out, never the sample."""
