@@ -1,6 +1,6 @@
 """``wan-accel bench --ray --split-at K``: a pipelined split batch over stage-A and stage-B Ray workers.
 
-Stage-A workers run steps [0, K) of each sample and hand its latent payload to a bounded queue on the driver (at
+Stage-A workers run steps [0, K) of each sample and hand its payload to a bounded queue on the driver (at
 most one waiting payload per stage-B worker: an A worker takes a new sample only while the queue has room); stage-B
 workers take payloads from it and finish the samples. Both stages stay busy across the batch, and each worker only
 ever runs its own stage, so with Wan 2.2's ``wan22_reference`` split each keeps its own expert resident. Results,

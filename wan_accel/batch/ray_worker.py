@@ -108,7 +108,7 @@ class SampleRunner:
         return self._guarded(sample, lambda folder, progress: self._whole(sample, folder, progress))
 
     def stage_a(self, sample: Sample, split_at: int, transfer: str) -> SampleReply:
-        """Stage A of a split sample (``bench --split-at``): its one file is the latent payload."""
+        """Stage A of a split sample (``bench --split-at``): its one file is the payload for stage B."""
         graphs = sample_graphs(self.server.template, self.server.base, sample, split_at, transfer)
         return self._guarded(sample, lambda folder, progress: stage_a_outcome(
             self.server.client, graphs, sample.image, folder, progress, self.server.timeout))

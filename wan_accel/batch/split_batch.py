@@ -1,7 +1,7 @@
 """``wan-accel bench --split-at K``: the pieces of a sample whose denoising is split across two servers.
 
-Stage A (steps [0, K) and Export Latent) runs on one server, stage B (Import Latent, steps [K, n), decode,
-post-process, save) on another; the payload goes through the driver. The stage graphs come from
+Stage A (steps [0, K) and the payload they leave) runs on one server, stage B (the payload read, steps [K, n),
+decode, post-process, save) on another; the payload goes through the driver. The stage graphs come from
 :func:`wan_accel.split_graph.split_graph`; the payload is named after the sample (``wan_accel/split/<id>``), so a
 server's ``/history`` names the sample of each stage it ran. Run by the Ray workers
 (:mod:`wan_accel.batch.ray_worker`) in the pipeline of :mod:`wan_accel.batch.ray_split`, over the servers of
