@@ -31,6 +31,7 @@ from tests.support.tiny_cli_models import install_cli_models
 from tests.support.tiny_models import write_random_image
 from wan_accel.client import ComfyClient
 from wan_accel.graph_fill import Overrides, fill, load_api_workflow
+from wan_accel.quality.video_io import read_frames
 from wan_accel.split_graph import split_graph
 from wan_accel.split_run import run_split
 from wan_accel.workflow_catalog import WORKFLOWS
@@ -97,19 +98,12 @@ def frames_of(paths: list[Path]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255.0 for p in sorted(paths)])
 
 
-def video_frames(path: Path) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
-
-
 def outputs(paths: list[Path]) -> dict:
     """Final latent, probe frames and decoded mp4 frames from the files of one run."""
     [latent] = [p for p in paths if p.suffix == ".latent"]
     [video] = [p for p in paths if p.suffix == ".mp4"]
     return {"latent": read_latent(latent), "frames": frames_of([p for p in paths if p.suffix == ".png"]),
-            "video": video_frames(video)}
+            "video": read_frames(video)[0]}
 
 
 def run_one_server(server: ComfyServer, graph: dict, image: Path) -> dict:
@@ -244,7 +238,7 @@ def test_cli_split_run_writes_the_video_of_the_unsplit_run(wan_pack, host_b, cli
           f"{done.stdout}{done.stderr}")
     assert done.returncode == 0
     [video] = sorted(out.glob("*.mp4"))
-    assert np.array_equal(video_frames(video), reference["video"])
+    assert np.array_equal(read_frames(video)[0], reference["video"])
     assert f"stage A on {wan_pack.url}, stage B on {host_b.url}, fp32 transfer, seed {SEED}" in done.stdout
     [size] = re.findall(r"latent payload (\d+) bytes \(fp32\) carried in", done.stdout)
     assert 0 < int(size) - SPLIT * 4 * reference["latent"].numel() < 600 and f"saved {video}" in done.stdout

@@ -24,6 +24,7 @@ from tests.support.tiny_wan22 import expert_file_name, write_tiny_wan22_expert, 
 from tests.support.umt5_files import write_small_umt5
 from tests.support.wan_vae_weights import write_wan21_vae
 from wan_accel.graph_fill import load_api_workflow
+from wan_accel.quality.video_io import read_frames
 from wan_accel.workflow_catalog import WORKFLOWS
 
 SWITCH, STEPS = 2, 4
@@ -58,13 +59,6 @@ def reference_flags(wan_pack: ComfyServer, tmp_path_factory: pytest.TempPathFact
             "--seed", "7"]
 
 
-def frames(video: Path) -> np.ndarray:
-    import av
-
-    with av.open(str(video)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
-
-
 def test_the_expert_pair_split_at_its_switch_gives_the_unsplit_video(wan_pack, reference_flags, tmp_path):
     image = write_random_image(tmp_path / "start.png", 64, 64, seed=3)
     unsplit = wan_accel("run", "--server", wan_pack.url, "--image", str(image), "--out", str(tmp_path / "one"),
@@ -81,8 +75,8 @@ def test_the_expert_pair_split_at_its_switch_gives_the_unsplit_video(wan_pack, r
         [size] = re.findall(rf"latent payload (\d+) bytes \({transfer}\)", done.stdout)
         assert 0 < int(size) - (4 if transfer == "fp32" else 2) * 16 * 2 * 4 * 4 < 600
         [video] = sorted(out.glob("*.mp4"))
-        videos[transfer] = frames(video).astype(np.float64)
-    expected = frames(reference).astype(np.float64)
+        videos[transfer] = read_frames(video)[0].astype(np.float64)
+    expected = read_frames(reference)[0].astype(np.float64)
     assert videos["fp32"].shape == (5, 32, 32, 3) and np.array_equal(videos["fp32"], expected)
     moved = float(np.abs(videos["bf16"] - expected).mean())
     print(f"\n[split wan22] bf16 transfer: mean |frame difference| {moved:.4f} of 255")

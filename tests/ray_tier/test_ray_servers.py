@@ -18,11 +18,11 @@ import socket
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from tests.support.comfy_server import ComfyServer
+from wan_accel.quality.video_io import read_frames
 
 from .conftest import ONE_THREAD
 from .test_ray_bench import TINY, finish, pairs_csv, results_of, run_cli, start_cli, start_image  # noqa: F401
@@ -55,12 +55,6 @@ def name_of(server: ComfyServer) -> str:
 def bench_args(urls: list[str], pairs: Path, out: Path, flags: list[str]) -> list[str]:
     return ["bench", *[arg for url in urls for arg in ("--server", url)], "--pairs", str(pairs), "--out", str(out),
             *TINY, *flags]
-
-
-def frames(path: Path) -> np.ndarray:
-    """The decoded frames of a video (its bytes also hold the prompt, whose output names differ)."""
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def free_port() -> int:
@@ -128,7 +122,8 @@ def test_split_over_a_given_pair_gives_the_frames_of_run_split_and_resumes(hosts
                        str(tmp_path / "run"), *TINY, "--steps", "4", *flags])
     assert code == 0
     [video] = list((tmp_path / "run").rglob("*.mp4"))
-    bench_frames, run_frames = frames(Path(saved[0]["outputs"][0])), frames(video)
+    # the decoded frames: a video's bytes also hold the prompt, whose output names differ
+    bench_frames, run_frames = read_frames(Path(saved[0]["outputs"][0]))[0], read_frames(video)[0]
     assert bench_frames.shape == (5, 32, 32, 3) and np.array_equal(bench_frames, run_frames), "s0: run's frames"
     code, again = run_cli(args)
     assert code == 0 and "resuming: 2 finished sample(s)" in again and results_of(out) == saved
